@@ -1,0 +1,124 @@
+"""Settings from the environment, with embedded defaults that need no account anywhere.
+
+Everything the pipeline needs to know about the outside world comes through here, so switching
+from the local simulator to TrueLayer's sandbox or live service is configuration only.
+Secrets (client secret, Fernet keys, Anthropic key) are read here and never logged: `Settings`
+hides them from `repr`.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SIMULATOR_DEFAULT_PORT = 8710
+SIMULATOR_CLIENT_ID = "sim-client"
+# Not a secret: the simulator's well-known demo client secret (it guards nothing real).
+SIMULATOR_CLIENT_SECRET = "sim-secret"
+
+TRUELAYER_ENVIRONMENTS = {
+    "simulator": (
+        f"http://127.0.0.1:{SIMULATOR_DEFAULT_PORT}",
+        f"http://127.0.0.1:{SIMULATOR_DEFAULT_PORT}/data/v1",
+    ),
+    "sandbox": ("https://auth.truelayer-sandbox.com", "https://api.truelayer-sandbox.com/data/v1"),
+    "live": ("https://auth.truelayer.com", "https://api.truelayer.com/data/v1"),
+}
+
+DEFAULT_SCOPES = "info accounts balance cards transactions offline_access"
+
+
+class ConfigError(ValueError):
+    """A setting is missing or malformed; the message names the variable to fix."""
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    value = os.environ.get(name)
+    return value if value not in (None, "") else default
+
+
+def _int(name: str, default: int) -> int:
+    raw = _env(name)
+    if raw is None:
+        return default
+    try:
+        return int(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
+
+
+def home_dir() -> Path:
+    """Where embedded state lives (SQLite file, Fernet key, Dagster storage): BANK_PIPELINE_HOME."""
+    return Path(_env("BANK_PIPELINE_HOME", ".bank_pipeline")).resolve()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Resolved configuration. Build with `Settings.from_env()`."""
+
+    home: Path
+    database_url: str
+    truelayer_env: str
+    auth_url: str
+    data_url: str
+    client_id: str
+    client_secret: str = field(repr=False)
+    redirect_uri: str
+    scopes: str
+    psu_ip: str | None
+    fernet_keys: tuple[str, ...] = field(repr=False)
+    timezone: str
+    start_date: str
+    max_window_days: int
+    lookback_days: int
+    unattended_daily_budget: int
+    enricher: str
+    anthropic_model: str
+    anthropic_api_key: str | None = field(repr=False)
+    anthropic_base_url: str | None
+    enrich_batch_size: int
+
+    @classmethod
+    def from_env(cls) -> "Settings":
+        home = home_dir()
+        env = (_env("BANK_PIPELINE_TRUELAYER_ENV", "simulator") or "simulator").lower()
+        if env not in TRUELAYER_ENVIRONMENTS:
+            raise ConfigError(
+                f"BANK_PIPELINE_TRUELAYER_ENV must be one of {sorted(TRUELAYER_ENVIRONMENTS)}, got {env!r}"
+            )
+        default_auth, default_data = TRUELAYER_ENVIRONMENTS[env]
+        client_id = _env("TRUELAYER_CLIENT_ID", SIMULATOR_CLIENT_ID if env == "simulator" else None)
+        client_secret = _env(
+            "TRUELAYER_CLIENT_SECRET", SIMULATOR_CLIENT_SECRET if env == "simulator" else None
+        )
+        if client_id is None or client_secret is None:
+            raise ConfigError(
+                f"TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET must be set for the {env} environment "
+                "(find them in TrueLayer's console)"
+            )
+        keys_raw = _env("BANK_PIPELINE_FERNET_KEYS")
+        keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip()) if keys_raw else ()
+        return cls(
+            home=home,
+            database_url=_env("BANK_PIPELINE_DATABASE_URL", f"sqlite:///{home / 'bank_pipeline.db'}"),
+            truelayer_env=env,
+            auth_url=(_env("TRUELAYER_AUTH_URL", default_auth) or default_auth).rstrip("/"),
+            data_url=(_env("TRUELAYER_DATA_URL", default_data) or default_data).rstrip("/"),
+            client_id=client_id,
+            client_secret=client_secret,
+            redirect_uri=_env("TRUELAYER_REDIRECT_URI", "http://127.0.0.1:3456/callback"),
+            scopes=_env("TRUELAYER_SCOPES", DEFAULT_SCOPES),
+            psu_ip=_env("TRUELAYER_PSU_IP"),
+            fernet_keys=keys,
+            timezone=_env("BANK_PIPELINE_TIMEZONE", "Europe/London"),
+            start_date=_env("BANK_PIPELINE_START_DATE", "2020-01-01"),
+            max_window_days=_int("BANK_PIPELINE_MAX_WINDOW_DAYS", 90),
+            lookback_days=_int("BANK_PIPELINE_LOOKBACK_DAYS", 3),
+            unattended_daily_budget=_int("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", 4),
+            enricher=(_env("BANK_PIPELINE_ENRICHER", "offline") or "offline").lower(),
+            anthropic_model=_env("BANK_PIPELINE_ANTHROPIC_MODEL", "claude-haiku-4-5"),
+            anthropic_api_key=_env("ANTHROPIC_API_KEY"),
+            anthropic_base_url=_env("ANTHROPIC_BASE_URL"),
+            enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 40),
+        )

@@ -1,0 +1,361 @@
+"""The application database, as SQLAlchemy Core tables (one `metadata` for Alembic).
+
+Stages hand data to each other through these tables, so a Dagster run can cover any number of
+account × day partitions without an IO manager. Layers, in pipeline order:
+
+    raw_fetches / raw_transactions   what TrueLayer sent, verbatim (audit and replay)
+    staged_transactions              normalised rows of one raw row each (+ dedup key once deduped)
+    quarantine                       raw rows that failed validation, with the reason
+    transactions                     booked transactions, unique by dedup_key
+    pending_transactions             the account's current pending set, replaced on each fetch
+    enrichments                      one categorisation per transaction
+
+Amounts are signed Decimals (debits negative). Secrets are stored only Fernet-encrypted.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    Column,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    Numeric,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+metadata = MetaData(naming_convention=NAMING)
+
+Amount = Numeric(18, 4)
+# BigInteger ids that are still autoincrementing INTEGER PRIMARY KEYs on SQLite.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+def _ts(name: str, nullable: bool = True) -> Column:
+    return Column(name, DateTime(timezone=True), nullable=nullable)
+
+
+# --- connecting a bank -------------------------------------------------------------------
+
+oauth_states = Table(
+    "oauth_states",
+    metadata,
+    Column("state", String(128), primary_key=True),
+    Column("code_verifier_enc", Text, nullable=False),  # Fernet token
+    Column("redirect_uri", Text, nullable=False),
+    Column("providers", Text),
+    _ts("created_at", False),
+    _ts("expires_at", False),
+    _ts("consumed_at"),
+)
+
+connections = Table(
+    "connections",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("provider_id", String(128)),
+    Column("provider_name", String(256)),
+    Column("credentials_id", String(256)),
+    Column("access_token_enc", Text),  # Fernet token, never plain text
+    Column("refresh_token_enc", Text),  # Fernet token, never plain text
+    _ts("access_expires_at"),
+    Column("scopes", Text),
+    _ts("consent_created_at"),
+    _ts("consent_expires_at"),
+    # active | authorization_required | revoked
+    Column("status", String(32), nullable=False, server_default="active"),
+    Column("status_message", Text),
+    # Bumped on every token write: lets concurrent refreshers detect they lost the race.
+    Column("token_version", Integer, nullable=False, server_default="0"),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+)
+
+accounts = Table(
+    "accounts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    # Short, safe Dagster partition key derived from the stable identity (never contains "|").
+    Column("account_key", String(32), nullable=False, unique=True),
+    # Stable across re-authentication: "iban:GB..", "sort:040004:12345678", "card:<provider>:<last4>:<name>"
+    Column("identity", String(256), nullable=False, unique=True),
+    Column("connection_id", Id, ForeignKey("connections.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # account | card
+    Column("provider_account_id", String(256), nullable=False),  # TrueLayer's id, may change
+    Column("provider_id", String(128)),
+    Column("account_type", String(64)),
+    Column("display_name", String(256)),
+    Column("currency", String(3)),
+    Column("active", Boolean, nullable=False, server_default="1"),
+    _ts("last_synced_at"),
+    Column("last_failure_run_id", String(64)),
+    Column("last_failure_message", Text),
+    _ts("last_failure_at"),
+    _ts("created_at", False),
+    _ts("updated_at", False),
+)
+
+# --- landing: what TrueLayer sent ------------------------------------------------------------
+
+raw_fetches = Table(
+    "raw_fetches",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # booked | pending
+    Column("window_from", Date, nullable=False),
+    Column("window_to", Date, nullable=False),
+    Column("run_id", String(64)),
+    _ts("fetched_at", False),
+    Column("http_status", Integer),
+    Column("api_calls", Integer, nullable=False, server_default="1"),
+    Column("body", Text),  # the response body exactly as received
+    Column("error", Text),
+    Index("ix_raw_fetches_account_window", "account_id", "kind", "window_from", "window_to"),
+)
+
+raw_transactions = Table(
+    "raw_transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("fetch_id", Id, ForeignKey("raw_fetches.id"), nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # booked | pending
+    Column("position", Integer, nullable=False),  # index in the response's results
+    # Local date part of the timestamp when it parses; else the fetch window's last day.
+    Column("partition_date", Date, nullable=False),
+    Column("payload", Text, nullable=False),  # the row as JSON text, verbatim
+    UniqueConstraint("fetch_id", "position", name="uq_raw_transactions_fetch_position"),
+    Index("ix_raw_transactions_account_date", "account_id", "partition_date"),
+)
+
+# --- normalise / dedup ----------------------------------------------------------------------
+
+staged_transactions = Table(
+    "staged_transactions",
+    metadata,
+    Column("raw_transaction_id", Id, ForeignKey("raw_transactions.id"), primary_key=True),
+    Column("fetch_id", Id, nullable=False),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("transaction_id", String(256), nullable=False),  # TrueLayer's, unstable
+    Column("normalised_provider_transaction_id", String(256)),
+    Column("provider_transaction_id", String(256)),
+    Column("booking_date", Date, nullable=False),
+    _ts("booked_at", False),  # UTC instant
+    Column("amount", Amount, nullable=False),  # signed: debits negative
+    Column("currency", String(3), nullable=False),
+    Column("direction", String(8), nullable=False),  # debit | credit
+    Column("description", Text, nullable=False),
+    Column("merchant_name", Text),
+    Column("transaction_category", String(32)),
+    Column("transaction_classification", JSON),
+    Column("running_balance", Amount),
+    Column("running_balance_currency", String(3)),
+    Column("dedup_key", String(128)),
+    Column("dedup_status", String(16)),  # new | duplicate (filled by the dedup stage)
+    Index("ix_staged_account_date", "account_id", "booking_date"),
+)
+
+quarantine = Table(
+    "quarantine",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("raw_transaction_id", Id, ForeignKey("raw_transactions.id"), unique=True),
+    Column("fetch_id", Id, ForeignKey("raw_fetches.id")),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("partition_date", Date, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("payload", Text, nullable=False),
+    _ts("created_at", False),
+    _ts("resolved_at"),
+    Column("resolution", Text),
+)
+
+# --- the ledger -------------------------------------------------------------------------------
+
+transactions = Table(
+    "transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("dedup_key", String(128), nullable=False, unique=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("transaction_id", String(256), nullable=False),  # TrueLayer's id when first seen
+    Column("normalised_provider_transaction_id", String(256)),
+    Column("provider_transaction_id", String(256)),
+    Column("booking_date", Date, nullable=False),
+    _ts("booked_at", False),
+    Column("amount", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("merchant_name", Text),
+    Column("transaction_category", String(32)),
+    Column("transaction_classification", JSON),
+    Column("running_balance", Amount),
+    Column("running_balance_currency", String(3)),
+    Column("raw_transaction_id", Id),
+    Column("run_id", String(64)),
+    _ts("loaded_at", False),
+    Index("ix_transactions_account_date", "account_id", "booking_date"),
+)
+
+pending_transactions = Table(
+    "pending_transactions",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("transaction_id", String(256), nullable=False),
+    Column("booking_date", Date, nullable=False),
+    _ts("booked_at", False),
+    Column("amount", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("merchant_name", Text),
+    Column("raw_transaction_id", Id),
+    _ts("fetched_at", False),
+    Index("ix_pending_account", "account_id"),
+)
+
+# --- enrichment -------------------------------------------------------------------------------
+
+_ENRICHMENT_FIELDS = (
+    ("category", String(64)),
+    ("subcategory", String(64)),
+    ("merchant", String(256)),
+    ("merchant_type", String(64)),
+    ("essential", Boolean),
+    ("payment_method", String(32)),
+    ("confidence", Float),
+)
+
+
+def _enrichment_columns() -> list[Column]:
+    return [Column(name, type_) for name, type_ in _ENRICHMENT_FIELDS]
+
+
+enrichments = Table(
+    "enrichments",
+    metadata,
+    Column("transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    *_enrichment_columns(),
+    Column("source", String(16), nullable=False),  # override | rule | cache | model | provider
+    Column("provider", String(32)),  # offline | anthropic | user
+    Column("model", String(64)),
+    Column("cache_key", String(512)),
+    Column("run_id", String(64)),
+    _ts("updated_at", False),
+)
+
+enrichment_cache = Table(
+    "enrichment_cache",
+    metadata,
+    Column("cache_key", String(512), primary_key=True),  # normalised description + direction
+    *_enrichment_columns(),
+    Column("provider", String(32)),
+    Column("model", String(64)),
+    Column("hit_count", Integer, nullable=False, server_default="0"),
+    _ts("created_at", False),
+    _ts("last_hit_at"),
+)
+
+category_rules = Table(
+    "category_rules",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("match_type", String(16), nullable=False),  # key | contains | regex
+    Column("pattern", Text, nullable=False),
+    Column("direction", String(8)),  # debit | credit | NULL for both
+    *_enrichment_columns(),
+    Column("priority", Integer, nullable=False, server_default="100"),
+    Column("learned_from_transaction_id", Id),
+    _ts("created_at", False),
+)
+
+category_overrides = Table(
+    "category_overrides",
+    metadata,
+    Column("transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    *_enrichment_columns(),
+    _ts("created_at", False),
+)
+
+llm_calls = Table(
+    "llm_calls",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("run_id", String(64)),
+    Column("provider", String(32), nullable=False),
+    Column("model", String(64), nullable=False),
+    Column("batch_size", Integer, nullable=False),
+    Column("input_tokens", Integer, nullable=False, server_default="0"),
+    Column("output_tokens", Integer, nullable=False, server_default="0"),
+    Column("cache_creation_input_tokens", Integer, nullable=False, server_default="0"),
+    Column("cache_read_input_tokens", Integer, nullable=False, server_default="0"),
+    Column("cost_usd", Numeric(14, 8), nullable=False, server_default="0"),
+    Column("latency_ms", Integer),
+    Column("attempts", Integer, nullable=False, server_default="1"),
+    Column("outcome", String(32), nullable=False),  # ok | partial | error
+    Column("error", Text),
+    _ts("created_at", False),
+)
+
+# --- automation -------------------------------------------------------------------------------
+
+webhook_events = Table(
+    "webhook_events",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("event_id", String(256), nullable=False, unique=True),
+    Column("event_type", String(128), nullable=False),
+    Column("provider_account_id", String(256)),
+    Column("payload", Text, nullable=False),
+    _ts("received_at", False),
+    _ts("processed_at"),
+    Column("run_key", String(256)),
+)
+
+webhook_rejections = Table(
+    "webhook_rejections",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    _ts("received_at", False),
+    Column("status_code", Integer, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("body_sha256", String(64)),
+)
+
+api_call_budget = Table(
+    "api_call_budget",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("day", Date, primary_key=True),  # UTC day
+    Column("unattended_calls", Integer, nullable=False, server_default="0"),
+)
+
+account_leases = Table(
+    "account_leases",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("holder", String(128), nullable=False),  # run id
+    _ts("acquired_at", False),
+    _ts("expires_at", False),
+)

@@ -1,0 +1,50 @@
+"""Packaging for bank_pipeline: the `bank-pipeline` console script and the `test` extra."""
+
+from setuptools import find_packages, setup
+
+setup(
+    name="bank_pipeline",
+    version="0.1.0",
+    description="Import TrueLayer bank transactions and enrich them, as a Dagster pipeline.",
+    long_description=open("README.md", encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["bank_pipeline", "bank_pipeline.*", "bank_pipeline_tests", "bank_pipeline_tests.*"]),
+    include_package_data=True,
+    package_data={
+        "bank_pipeline": [
+            "db/alembic.ini",
+            "db/migrations/*.py",
+            "db/migrations/versions/*.py",
+            "enrich/data/*.json",
+            "enrich/data/*.csv",
+            "simulator/data/*.json",
+        ],
+        "bank_pipeline_tests": ["data/*.json", "data/*.csv"],
+    },
+    install_requires=[
+        "dagster>=1.13,<1.14",
+        "dagster-webserver>=1.13,<1.14",
+        "dagster-postgres>=0.29,<0.30",
+        "httpx>=0.28,<0.29",
+        "pandas>=2.2",
+        "sqlalchemy>=2.0,<2.2",
+        "alembic>=1.13",
+        "cryptography>=43",
+        "anthropic>=0.40",
+        "psycopg[binary]>=3.2",
+        "truelayer-signing>=0.4",
+        "starlette>=0.40",
+        "uvicorn>=0.30",
+    ],
+    extras_require={
+        "test": [
+            "pytest>=8",
+            "jsonschema>=4.20",
+            "openapi-schema-validator>=0.6",
+            "ruff>=0.6",
+        ],
+    },
+    entry_points={"console_scripts": ["bank-pipeline=bank_pipeline.cli:main"]},
+)
