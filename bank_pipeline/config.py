@@ -12,6 +12,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from bank_pipeline.errors import BankPipelineError
+
 SIMULATOR_DEFAULT_PORT = 8710
 SIMULATOR_CLIENT_ID = "sim-client"
 # Not a secret: the simulator's well-known demo client secret (it guards nothing real).
@@ -29,7 +31,7 @@ TRUELAYER_ENVIRONMENTS = {
 DEFAULT_SCOPES = "info accounts balance cards transactions offline_access"
 
 
-class ConfigError(ValueError):
+class ConfigError(BankPipelineError, ValueError):
     """A setting is missing or malformed; the message names the variable to fix."""
 
 
@@ -80,7 +82,7 @@ class Settings:
     enrich_batch_size: int
 
     @classmethod
-    def from_env(cls) -> "Settings":
+    def from_env(cls) -> Settings:
         home = home_dir()
         env = (_env("BANK_PIPELINE_TRUELAYER_ENV", "simulator") or "simulator").lower()
         if env not in TRUELAYER_ENVIRONMENTS:
