@@ -64,8 +64,8 @@ class Settings:
     truelayer_env: str
     auth_url: str
     data_url: str
-    client_id: str
-    client_secret: str = field(repr=False)
+    client_id: str | None
+    client_secret: str | None = field(repr=False)
     redirect_uri: str
     scopes: str
     psu_ip: str | None
@@ -80,6 +80,8 @@ class Settings:
     anthropic_api_key: str | None = field(repr=False)
     anthropic_base_url: str | None
     enrich_batch_size: int
+    schedule_cron: str
+    initial_backfill_days: int
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -94,11 +96,6 @@ class Settings:
         client_secret = _env(
             "TRUELAYER_CLIENT_SECRET", SIMULATOR_CLIENT_SECRET if env == "simulator" else None
         )
-        if client_id is None or client_secret is None:
-            raise ConfigError(
-                f"TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET must be set for the {env} environment "
-                "(find them in TrueLayer's console)"
-            )
         keys_raw = _env("BANK_PIPELINE_FERNET_KEYS")
         keys = tuple(k.strip() for k in keys_raw.split(",") if k.strip()) if keys_raw else ()
         return cls(
@@ -123,4 +120,15 @@ class Settings:
             anthropic_api_key=_env("ANTHROPIC_API_KEY"),
             anthropic_base_url=_env("ANTHROPIC_BASE_URL"),
             enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 40),
+            schedule_cron=_env("BANK_PIPELINE_SCHEDULE_CRON", "0 6 * * *"),
+            initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
         )
+
+    def require_client_credentials(self) -> tuple[str, str]:
+        """The TrueLayer client id and secret, or a precise error naming the variables to set."""
+        if not self.client_id or not self.client_secret:
+            raise ConfigError(
+                "TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET must be set for the "
+                f"{self.truelayer_env} environment (find them in TrueLayer's console)"
+            )
+        return self.client_id, self.client_secret

@@ -1,0 +1,23 @@
+"""The one `Definitions` object: assets, checks, the import job, schedule, sensors and resources."""
+
+import dagster as dg
+
+from bank_pipeline.orchestration.assets import transaction_assets
+from bank_pipeline.orchestration.checks import ledger_checks
+from bank_pipeline.orchestration.jobs import import_transactions
+from bank_pipeline.orchestration.resources import default_resources
+from bank_pipeline.orchestration.schedules import daily_import_schedule
+from bank_pipeline.orchestration.sensors import (
+    account_partitions_sensor,
+    record_failures_sensor,
+    webhook_events_sensor,
+)
+
+defs = dg.Definitions(
+    assets=transaction_assets,
+    asset_checks=ledger_checks,
+    jobs=[import_transactions],
+    schedules=[daily_import_schedule],
+    sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor],
+    resources=default_resources(),
+)

@@ -1,0 +1,157 @@
+"""Database helpers shared by the ingest stages (both SQLite and PostgreSQL).
+
+Every helper works on batches: one statement per batch (or per chunk of a large batch), never one
+per transaction.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Engine
+from sqlalchemy.dialects import postgresql, sqlite
+
+from bank_pipeline.db.schema import raw_fetches
+
+# Rows per multi-row INSERT / keys per IN list. SQLite allows 32,766 bind parameters, PostgreSQL 65,535.
+CHUNK_ROWS = 500
+CHUNK_KEYS = 5000
+
+
+def is_postgres(bind: Connection | Engine) -> bool:
+    return bind.dialect.name == "postgresql"
+
+
+def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+@contextmanager
+def write_transaction(engine: Engine) -> Iterator[Connection]:
+    """A transaction that writes. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so
+    concurrent writers queue on busy_timeout instead of failing to upgrade a read snapshot."""
+    with engine.connect() as conn:
+        if conn.dialect.name == "sqlite":
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.rollback()
+                raise
+            conn.commit()
+        else:
+            with conn.begin():
+                yield conn
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_elements: list[str]) -> int:
+    """Multi-row `INSERT … ON CONFLICT (index_elements) DO NOTHING` in chunks; returns rows inserted."""
+    if not rows:
+        return 0
+    dialect = postgresql if is_postgres(conn) else sqlite
+    inserted = 0
+    for chunk in chunks(rows, CHUNK_ROWS):
+        stmt = dialect.insert(table).values(list(chunk)).on_conflict_do_nothing(index_elements=index_elements)
+        inserted += conn.execute(stmt).rowcount
+    return inserted
+
+
+def as_days(days: Iterable[dt.date | str]) -> list[dt.date]:
+    """Sorted, distinct dates (accepts ISO strings, e.g. Dagster partition keys)."""
+    out = set()
+    for day in days:
+        if isinstance(day, dt.datetime):
+            out.add(day.date())
+        elif isinstance(day, dt.date):
+            out.add(day)
+        else:
+            out.add(dt.date.fromisoformat(str(day)))
+    return sorted(out)
+
+
+def as_date(value: Any) -> dt.date:
+    """A Date column's value as a date (SQLite text is parsed)."""
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def latest_booked_fetches(conn: Connection, account_id: int, days: list[dt.date]) -> dict[dt.date, int]:
+    """For each day, the id of the latest successful booked fetch whose window covers it (one query).
+
+    A later fetch supersedes earlier ones: that is how late postings and corrections arrive.
+    Days no fetch covers are absent from the result.
+    """
+    if not days:
+        return {}
+    rows = conn.execute(
+        sa.select(raw_fetches.c.id, raw_fetches.c.window_from, raw_fetches.c.window_to)
+        .where(
+            raw_fetches.c.account_id == account_id,
+            raw_fetches.c.kind == "booked",
+            raw_fetches.c.error.is_(None),
+            raw_fetches.c.window_from <= days[-1],
+            raw_fetches.c.window_to >= days[0],
+        )
+        .order_by(raw_fetches.c.id)
+    ).all()
+    fetches = [(fid, as_date(wf), as_date(wt)) for fid, wf, wt in rows]
+    latest: dict[dt.date, int] = {}
+    for fid, start, end in fetches:  # ascending id: later fetches overwrite earlier ones
+        for day in days:
+            if start <= day <= end:
+                latest[day] = fid
+    return latest
+
+
+def latest_pending_fetch(conn: Connection, account_id: int) -> int | None:
+    """The id of the account's latest successful pending fetch, if any."""
+    return conn.execute(
+        sa.select(sa.func.max(raw_fetches.c.id)).where(
+            raw_fetches.c.account_id == account_id,
+            raw_fetches.c.kind == "pending",
+            raw_fetches.c.error.is_(None),
+        )
+    ).scalar()
+
+
+def fetch_day_filter(fetch_col: sa.ColumnElement, date_col: sa.ColumnElement, latest: dict[dt.date, int]):
+    """A WHERE clause selecting rows of (fetch, day) pairs: contiguous runs of days served by the same
+    fetch collapse into one `fetch_id = f AND day BETWEEN a AND b` term, so a year of days read
+    through five 90-day windows is five terms."""
+    terms = []
+    run: list[Any] | None = None
+    for day in sorted(latest):
+        fid = latest[day]
+        if run and run[0] == fid and run[2] + dt.timedelta(days=1) == day:
+            run[2] = day
+        else:
+            if run:
+                terms.append(run)
+            run = [fid, day, day]
+    if run:
+        terms.append(run)
+    if not terms:
+        return sa.false()
+    if len(terms) <= 50:
+        return sa.or_(*(sa.and_(fetch_col == f, date_col.between(a, b)) for f, a, b in terms))
+    # Many scattered days: a flat tuple IN list (no deep OR tree for SQLite's parser).
+    return sa.tuple_(fetch_col, date_col).in_([(fid, day) for day, fid in sorted(latest.items())])
+
+
+def copy_rows(conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+    """PostgreSQL only: COPY rows into `table_name` through psycopg 3's `cursor.copy`."""
+    dbapi = conn.connection.driver_connection
+    cols = ", ".join(columns)
+    with dbapi.cursor() as cur:
+        with cur.copy(f"COPY {table_name} ({cols}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+

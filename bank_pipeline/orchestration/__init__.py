@@ -1,0 +1,1 @@
+"""Dagster wiring: partitions, resources, assets, checks, jobs, schedules and sensors."""

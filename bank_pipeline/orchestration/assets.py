@@ -1,0 +1,221 @@
+"""The transaction assets: fetch → normalize → dedup → load → enrich, partitioned by account × day.
+
+Each asset is thin: it groups the run's partition keys by account and hands each account's days
+to a plain function in `bank_pipeline.ingest` / `bank_pipeline.enrich`. Stages pass data through
+the application database, so every asset returns only metadata (no IO manager) and a whole
+backfill range runs as one run (`BackfillPolicy.single_run()`).
+"""
+
+
+import datetime as dt
+import time
+from collections import Counter
+from collections.abc import Callable
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from bank_pipeline.db.schema import accounts as accounts_table
+from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.orchestration.partitions import days_by_account, transaction_partitions
+from bank_pipeline.orchestration.resources import AppDatabase, EnrichmentModel, TrueLayerResource
+
+GROUP = "transactions"
+SINGLE_RUN = dg.BackfillPolicy.single_run()
+LEASE_WAIT_SECONDS = 900
+
+
+def _accounts_for(engine: Engine, keys: list[str]) -> dict[str, dict]:
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(accounts_table).where(accounts_table.c.account_key.in_(keys)))
+        found = {row.account_key: dict(row._mapping) for row in rows}
+    missing = sorted(set(keys) - set(found))
+    if missing:
+        raise dg.Failure(
+            description=f"unknown account partition(s) {missing}: no such account in the application "
+            "database (connect the bank with `bank-pipeline connect`, then `bank-pipeline partitions sync`)"
+        )
+    return found
+
+
+def _record_failure(engine: Engine, account_id: int, run_id: str, message: str) -> None:
+    from bank_pipeline.db import utcnow
+
+    with engine.begin() as conn:
+        conn.execute(
+            accounts_table.update()
+            .where(accounts_table.c.id == account_id)
+            .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
+        )
+
+
+def run_per_account(
+    context: dg.AssetExecutionContext,
+    engine: Engine,
+    stage: str,
+    work: Callable[[dict, list[dt.date]], object],
+) -> dg.MaterializeResult:
+    """Run `work(account, days)` for each account in the run, under that account's lease.
+
+    Expected, per-account problems (consent expired, budget exhausted, bank limits) are recorded
+    on the account and do not stop the other accounts; the step fails only if every account did.
+    """
+    from bank_pipeline.limits import account_lease
+
+    started = time.perf_counter()
+    grouped = days_by_account(context.partition_keys)
+    accounts = _accounts_for(engine, list(grouped))
+    totals: Counter = Counter()
+    failures: dict[str, str] = {}
+    for key, days in grouped.items():
+        account = accounts[key]
+        try:
+            with account_lease(engine, account["id"], context.run_id, wait_seconds=LEASE_WAIT_SECONDS):
+                stats = work(account, days)
+        except BankPipelineError as exc:
+            failures[key] = str(exc)
+            context.log.error(f"{stage} {key} ({account['display_name']}): {exc}")
+            _record_failure(engine, account["id"], context.run_id, f"{stage}: {exc}")
+            continue
+        for name, value in stats.as_metadata().items():
+            totals[name] += value
+        context.log.info(f"{stage} {key}: {len(days)} day(s) {stats.as_metadata()}")
+    if failures and len(failures) == len(grouped):
+        raise dg.Failure(description=f"{stage} failed for every account: {failures}")
+    metadata: dict[str, object] = dict(totals)
+    metadata.update(
+        accounts=len(grouped),
+        partitions=len(context.partition_keys),
+        seconds=round(time.perf_counter() - started, 3),
+    )
+    if failures:
+        metadata["failed_accounts"] = dg.MetadataValue.json(failures)
+    return dg.MaterializeResult(metadata=metadata)
+
+
+@dg.asset(
+    partitions_def=transaction_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"truelayer", "sql"},
+    pool="truelayer",
+    description="What TrueLayer sent, verbatim: one API call per account per contiguous window.",
+)
+def fetched_transactions(
+    context: dg.AssetExecutionContext, database: AppDatabase, truelayer: TrueLayerResource
+) -> dg.MaterializeResult:
+    from bank_pipeline.ingest.fetch import fetch_account_days
+    from bank_pipeline.limits import UnattendedBudget
+
+    engine = database.get_engine()
+    budget = UnattendedBudget(engine, truelayer.unattended_daily_budget)
+    clients: dict[int, object] = {}
+
+    def fetch(account: dict, days: list[dt.date]):
+        connection_id = account["connection_id"]
+        if connection_id not in clients:
+            clients[connection_id] = truelayer.client_for(engine, connection_id)
+        return fetch_account_days(
+            engine,
+            clients[connection_id],
+            account,
+            days,
+            run_id=context.run_id,
+            max_window_days=truelayer.max_window_days,
+            budget=budget,
+        )
+
+    return run_per_account(context, engine, "fetch", fetch)
+
+
+@dg.asset(
+    partitions_def=transaction_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"sql"},
+    deps=[fetched_transactions],
+    description="Validated, typed rows (signed amounts, UTC instants, booking dates); the rest quarantined.",
+)
+def normalized_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.ingest.normalize import normalize_account_days
+
+    engine = database.get_engine()
+    return run_per_account(
+        context, engine, "normalize", lambda account, days: normalize_account_days(engine, account["id"], days)
+    )
+
+
+@dg.asset(
+    partitions_def=transaction_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"sql"},
+    deps=[normalized_transactions],
+    description="Each row's dedup key (normalised id → provider id → content hash) and new/duplicate verdict.",
+)
+def deduplicated_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.ingest.dedup import dedup_account_days
+
+    engine = database.get_engine()
+    return run_per_account(
+        context, engine, "dedup", lambda account, days: dedup_account_days(engine, account["id"], days)
+    )
+
+
+@dg.asset(
+    partitions_def=transaction_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"sql"},
+    deps=[deduplicated_transactions],
+    description="The ledger: booked transactions inserted idempotently; the pending set replaced.",
+)
+def loaded_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.ingest.load import load_account_days
+
+    engine = database.get_engine()
+    return run_per_account(
+        context,
+        engine,
+        "load",
+        lambda account, days: load_account_days(engine, account["id"], days, run_id=context.run_id),
+    )
+
+
+@dg.asset(
+    partitions_def=transaction_partitions,
+    backfill_policy=SINGLE_RUN,
+    group_name=GROUP,
+    kinds={"sql"},
+    deps=[loaded_transactions],
+    description="Category, merchant, essential/discretionary… from rules, the cache, then a model.",
+)
+def enriched_transactions(
+    context: dg.AssetExecutionContext, database: AppDatabase, enrichment_model: EnrichmentModel
+) -> dg.MaterializeResult:
+    from bank_pipeline.enrich import enrich_account_days
+
+    started = time.perf_counter()
+    engine = database.get_engine()
+    grouped = days_by_account(context.partition_keys)
+    accounts = _accounts_for(engine, list(grouped))
+    # One call for the whole run, so model batches span every partition in it.
+    stats = enrich_account_days(
+        engine,
+        {accounts[key]["id"]: days for key, days in grouped.items()},
+        enrichment_model.build(),
+        run_id=context.run_id,
+    )
+    metadata = dict(stats.as_metadata())
+    metadata.update(accounts=len(grouped), seconds=round(time.perf_counter() - started, 3))
+    return dg.MaterializeResult(metadata=metadata)
+
+
+transaction_assets = [
+    fetched_transactions,
+    normalized_transactions,
+    deduplicated_transactions,
+    loaded_transactions,
+    enriched_transactions,
+]

@@ -1,0 +1,147 @@
+"""Sensors: webhook events → runs, account partitions in step with the database, failures recorded."""
+
+
+import datetime as dt
+from collections import defaultdict
+
+import dagster as dg
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from bank_pipeline.config import Settings
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import accounts
+from bank_pipeline.orchestration.jobs import import_transactions
+from bank_pipeline.orchestration.partitions import (
+    ACCOUNTS_PARTITIONS_NAME,
+    account_keys_from_tags,
+    account_partitions,
+    last_complete_day,
+    range_tags,
+)
+from bank_pipeline.orchestration.resources import AppDatabase
+
+WEBHOOK_EVENTS_PER_TICK = 100
+
+
+def _parse_day(value, default: dt.date) -> dt.date:
+    try:
+        return dt.date.fromisoformat(str(value)[:10]) if value else default
+    except ValueError:
+        return default
+
+
+def webhook_run_plan(
+    engine: Engine, events: list[dict], today: dt.date, lookback_days: int
+) -> tuple[dict[str, tuple[dt.date, dt.date, list[str]]], list[str]]:
+    """Group events by account into one date range each; also return event ids naming no known account."""
+    provider_ids = {e.get("provider_account_id") for e in events if e.get("provider_account_id")}
+    with engine.connect() as conn:
+        rows = conn.execute(
+            sa.select(accounts.c.provider_account_id, accounts.c.account_key).where(
+                accounts.c.provider_account_id.in_(provider_ids), accounts.c.active.is_(True)
+            )
+        )
+        key_by_provider_id = {row.provider_account_id: row.account_key for row in rows}
+    ranges: dict[str, list] = defaultdict(lambda: [None, None, []])
+    unknown = []
+    for event in events:
+        key = key_by_provider_id.get(event.get("provider_account_id"))
+        if key is None:
+            unknown.append(event["event_id"])
+            continue
+        payload = event.get("payload") or {}
+        last = min(_parse_day(payload.get("to"), today), today)
+        first = min(_parse_day(payload.get("from"), last - dt.timedelta(days=lookback_days)), last)
+        entry = ranges[key]
+        entry[0] = first if entry[0] is None else min(entry[0], first)
+        entry[1] = last if entry[1] is None else max(entry[1], last)
+        entry[2].append(event["event_id"])
+    return {key: (v[0], v[1], v[2]) for key, v in ranges.items()}, unknown
+
+
+@dg.sensor(
+    job=import_transactions,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Turns verified TrueLayer webhook events into import runs for the accounts they name.",
+)
+def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+    from bank_pipeline.webhooks.events import mark_processed, pending_events
+
+    engine = database.get_engine()
+    events = pending_events(engine, limit=WEBHOOK_EVENTS_PER_TICK)
+    if not events:
+        return dg.SkipReason("no new webhook events")
+    settings = Settings.from_env()
+    today = last_complete_day(utcnow(), settings.timezone) + dt.timedelta(days=1)
+    plan, unknown = webhook_run_plan(engine, events, today, settings.lookback_days)
+    if unknown:
+        context.log.warning(f"webhook events for unknown accounts, ignored: {unknown}")
+        mark_processed(engine, unknown, "ignored:unknown-account")
+    requests = []
+    for key, (first, last, event_ids) in sorted(plan.items()):
+        run_key = f"webhook:{min(event_ids)}"
+        requests.append(
+            dg.RunRequest(
+                run_key=run_key,
+                tags={**range_tags(key, first, last), "bank_pipeline/trigger": "webhook"},
+            )
+        )
+        mark_processed(engine, event_ids, run_key)
+    context.update_cursor(str(max(int(e["id"]) for e in events)))
+    return requests
+
+
+@dg.sensor(
+    job=import_transactions,
+    minimum_interval_seconds=30,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Adds an `account` partition for each newly connected account and backfills its history.",
+)
+def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+    engine = database.get_engine()
+    with engine.connect() as conn:
+        active = set(conn.execute(sa.select(accounts.c.account_key).where(accounts.c.active.is_(True))).scalars())
+    known = set(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
+    new = sorted(active - known)
+    if not new:
+        return dg.SkipReason("account partitions are in step with the connected accounts")
+    settings = Settings.from_env()
+    last = last_complete_day(utcnow(), settings.timezone)
+    first = last - dt.timedelta(days=settings.initial_backfill_days - 1)
+    return dg.SensorResult(
+        dynamic_partitions_requests=[account_partitions.build_add_request(new)],
+        run_requests=[
+            dg.RunRequest(
+                run_key=f"initial:{key}",
+                tags={**range_tags(key, first, last), "bank_pipeline/trigger": "new-account"},
+            )
+            for key in new
+        ],
+    )
+
+
+def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], message: str) -> list[str]:
+    """Store a failed run on every account it touched, for `bank-pipeline status`."""
+    with engine.begin() as conn:
+        known = list(conn.execute(sa.select(accounts.c.account_key)).scalars())
+        keys = account_keys_from_tags(tags, known)
+        if keys:
+            conn.execute(
+                accounts.update()
+                .where(accounts.c.account_key.in_(keys))
+                .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
+            )
+    return keys
+
+
+@dg.run_failure_sensor(
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records each failed run (schedule, sensor or UI backfill) on the accounts it touched.",
+)
+def record_failures_sensor(context: dg.RunFailureSensorContext, database: AppDatabase):
+    run = context.dagster_run
+    message = context.failure_event.message or "run failed"
+    keys = record_run_failure(database.get_engine(), run.run_id, dict(run.tags), message)
+    context.log.info(f"recorded failure of run {run.run_id} on accounts {keys}")
