@@ -48,6 +48,11 @@ def _sync(args) -> int:
     return 0
 
 
+def _list(args) -> int:
+    print("\n".join(_active_account_keys(Settings.from_env(), None)))
+    return 0
+
+
 def _import(args) -> int:
     import dagster as dg
 
@@ -74,6 +79,8 @@ def register(subparsers) -> None:
     partitions_sub.required = True
     sync = partitions_sub.add_parser("sync", help="register every connected account as an `account` partition")
     sync.set_defaults(func=_sync)
+    listing = partitions_sub.add_parser("list", help="print the connected accounts' partition keys, one a line")
+    listing.set_defaults(func=_list)
 
     run = subparsers.add_parser("import", help="import a date range through Dagster (one run per account)")
     run.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")

@@ -1,0 +1,37 @@
+# The README's commands. Each target does all of its own set-up (virtualenv + install).
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# The PostgreSQL the test suite uses for real (both backends are tested; this one must be up).
+TEST_POSTGRES_URL ?= postgresql://postgres@127.0.0.1:5432/test
+
+.PHONY: install demo test ui bench lint clean
+
+$(BIN)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e ".[test]"
+	touch $@
+
+install: $(BIN)/.installed
+
+# The main job: simulator + unattended connect + 90-day backfill through Dagster on SQLite.
+demo: install
+	$(BIN)/bank-pipeline demo
+
+# The test suite, on SQLite and on PostgreSQL (fails if PostgreSQL is unreachable).
+test: install
+	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -q
+
+# The Dagster UI on the demo's data (run the simulator too, for new imports).
+ui: install
+	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -w workspace.yaml
+
+bench: install
+	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m bank_pipeline_tests.bench
+
+lint: install
+	$(BIN)/ruff check .
+
+clean:
+	rm -rf $(VENV) .bank_pipeline
