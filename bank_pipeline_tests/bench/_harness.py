@@ -1,0 +1,43 @@
+"""Shared set-up for the pipeline benchmarks: a simulator, a connected mock user, a Dagster instance."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import tempfile
+from pathlib import Path
+
+import dagster as dg
+import httpx
+
+from bank_pipeline.db import make_engine, migrate
+from bank_pipeline_tests.fixtures.pipeline import settings_for
+
+
+@contextlib.contextmanager
+def connected_user(user: str, today, *, latency_ms: int = 0, **settings_overrides):
+    """Yields (settings, sim, instance, accounts) with `user` connected through the real OAuth flow."""
+    from bank_pipeline.connections import connect
+    from bank_pipeline.simulator import FaultConfig, SimulatorConfig, run_in_thread
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp_path = Path(tmp)
+        db_url = f"sqlite:///{tmp_path / 'bench.db'}"
+        migrate(make_engine(db_url))
+        config = SimulatorConfig(seed=42, today=today, faults=FaultConfig(unattended_limit=None, latency_ms=latency_ms))
+        with run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
+            temp_dir=str(tmp_path / "dagster")
+        ) as instance:
+            settings = settings_for(db_url, sim, tmp_path / "home", **settings_overrides)
+            settings = dataclasses.replace(settings, unattended_daily_budget=100_000)
+            result = connect(settings, simulator_user=user, open_browser=False, timeout=60)
+            accounts = sorted(result.accounts, key=lambda a: a["account_key"])
+            yield settings, sim, instance, accounts
+
+
+def sim_stats(sim) -> dict:
+    return httpx.get(f"{sim.base_url}/_sim/stats", timeout=30).json()
+
+
+def reset_sim_stats(sim) -> None:
+    httpx.post(f"{sim.base_url}/_sim/stats/reset", timeout=30).raise_for_status()
