@@ -17,7 +17,7 @@ import time
 import pytest
 import sqlalchemy as sa
 
-from bank_pipeline.db.schema import pending_transactions, quarantine, raw_fetches, transactions
+from bank_pipeline.db.schema import pending_transactions, quarantine, raw_fetches, raw_transactions, transactions
 from bank_pipeline_tests.fixtures.pipeline import TODAY, expected_totals
 
 pytestmark = pytest.mark.slow
@@ -91,11 +91,17 @@ def test_injected_429_and_5xx_still_load_everything(pipeline_factory):
 def test_malformed_rows_are_quarantined_with_reasons(pipeline_factory):
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
-    faults = FaultConfig(unattended_limit=None, malformed_rows=3)
+    faults = FaultConfig(
+        unattended_limit=None, malformed_count=2, malformed_kinds=["missing_field", "bad_timestamp", "string_amount"]
+    )
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=faults), unattended_daily_budget=1000)
     pipe.run(FIRST, LAST)
     with pipe.engine.connect() as conn:
-        rows = conn.execute(sa.select(quarantine.c.reason, quarantine.c.payload)).all()
+        rows = conn.execute(
+            sa.select(quarantine.c.reason, quarantine.c.payload)
+            .join(raw_transactions, raw_transactions.c.id == quarantine.c.raw_transaction_id)
+            .where(raw_transactions.c.status == "booked")
+        ).all()
     assert rows, "malformed rows should be quarantined"
     for reason, payload in rows:
         assert reason and len(reason) > 10

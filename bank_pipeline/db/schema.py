@@ -261,6 +261,8 @@ enrichments = Table(
     Column("provider", String(32)),  # offline | anthropic | user
     Column("model", String(64)),
     Column("cache_key", String(512)),
+    # Why a label is not the tier's own: "direction_coerced:<was>", "fallback:anthropic", …
+    Column("flags", String(256)),
     Column("run_id", String(64)),
     _ts("updated_at", False),
 )
@@ -356,6 +358,9 @@ account_leases = Table(
     metadata,
     Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
     Column("holder", String(128), nullable=False),  # run id
+    # Where the holder runs: a lease whose process on this host has died is taken over at once.
+    Column("host", String(255)),
+    Column("pid", Integer),
     _ts("acquired_at", False),
     _ts("expires_at", False),
 )

@@ -7,18 +7,19 @@ per transaction.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 
 from bank_pipeline.db.schema import raw_fetches
 
-# Rows per multi-row INSERT / keys per IN list. SQLite allows 32,766 bind parameters, PostgreSQL 65,535.
-CHUNK_ROWS = 500
+# Keys per IN list (SQLite allows 32,766 bind parameters, PostgreSQL 65,535).
 CHUNK_KEYS = 5000
 
 
@@ -49,16 +50,56 @@ def write_transaction(engine: Engine) -> Iterator[Connection]:
                 yield conn
 
 
-def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_elements: list[str]) -> int:
-    """Multi-row `INSERT … ON CONFLICT (index_elements) DO NOTHING` in chunks; returns rows inserted."""
+def _copy_values(table: sa.Table, columns: Sequence[str], rows: Iterable[dict]) -> Iterator[tuple]:
+    json_cols = {c for c in columns if isinstance(table.c[c].type, sa.JSON)}
+    for row in rows:
+        yield tuple(
+            json.dumps(row[c]) if c in json_cols and row.get(c) is not None else row.get(c) for c in columns
+        )
+
+
+def bulk_insert(conn: Connection, table: sa.Table, rows: list[dict]) -> int:
+    """Plain insert of many rows: COPY on PostgreSQL, one executemany on SQLite."""
     if not rows:
         return 0
-    dialect = postgresql if is_postgres(conn) else sqlite
-    inserted = 0
-    for chunk in chunks(rows, CHUNK_ROWS):
-        stmt = dialect.insert(table).values(list(chunk)).on_conflict_do_nothing(index_elements=index_elements)
-        inserted += conn.execute(stmt).rowcount
-    return inserted
+    if is_postgres(conn):
+        columns = list(rows[0])
+        copy_rows(conn, table.name, columns, _copy_values(table, columns, rows))
+    else:
+        conn.execute(table.insert(), rows)
+    return len(rows)
+
+
+def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_elements: list[str]) -> int:
+    """`INSERT … ON CONFLICT (index_elements) DO NOTHING` of many rows; returns the rows inserted.
+
+    PostgreSQL: COPY into a temporary table, then one `INSERT … SELECT … ON CONFLICT DO NOTHING`
+    (exact rowcount). SQLite: one cached statement with a parameter list, which SQLAlchemy's
+    "insertmanyvalues" sends as multi-row INSERTs; RETURNING makes the count exact.
+    All rows must have the same keys.
+    """
+    if not rows:
+        return 0
+    if is_postgres(conn):
+        columns = list(rows[0])
+        cols = ", ".join(columns)
+        temp = f"_ins_{table.name}_{hashlib.sha1(cols.encode()).hexdigest()[:8]}"
+        conn.exec_driver_sql(
+            f"CREATE TEMP TABLE IF NOT EXISTS {temp} ON COMMIT DROP AS SELECT {cols} FROM {table.name} WITH NO DATA"
+        )
+        conn.exec_driver_sql(f"TRUNCATE {temp}")
+        copy_rows(conn, temp, columns, _copy_values(table, columns, rows))
+        conflict = ", ".join(index_elements)
+        result = conn.exec_driver_sql(
+            f"INSERT INTO {table.name} ({cols}) SELECT {cols} FROM {temp} ON CONFLICT ({conflict}) DO NOTHING"
+        )
+        return result.rowcount
+    stmt = (
+        sqlite.insert(table)
+        .on_conflict_do_nothing(index_elements=index_elements)
+        .returning(table.c[index_elements[0]])
+    )
+    return len(conn.execute(stmt, rows).all())
 
 
 def as_days(days: Iterable[dt.date | str]) -> list[dt.date]:
@@ -146,7 +187,9 @@ def fetch_day_filter(fetch_col: sa.ColumnElement, date_col: sa.ColumnElement, la
     return sa.tuple_(fetch_col, date_col).in_([(fid, day) for day, fid in sorted(latest.items())])
 
 
-def copy_rows(conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
+def copy_rows(
+    conn: Connection, table_name: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]
+) -> None:
     """PostgreSQL only: COPY rows into `table_name` through psycopg 3's `cursor.copy`."""
     dbapi = conn.connection.driver_connection
     cols = ", ".join(columns)
@@ -154,4 +197,3 @@ def copy_rows(conn: Connection, table_name: str, columns: Sequence[str], rows: I
         with cur.copy(f"COPY {table_name} ({cols}) FROM STDIN") as copy:
             for row in rows:
                 copy.write_row(row)
-

@@ -9,6 +9,7 @@ backfill range runs as one run (`BackfillPolicy.single_run()`).
 
 import datetime as dt
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable
 
@@ -21,9 +22,13 @@ from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.orchestration.partitions import days_by_account, transaction_partitions
 from bank_pipeline.orchestration.resources import AppDatabase, EnrichmentModel, TrueLayerResource
 
+# Single-run backfills are the point of this design; Dagster still labels the parameter beta.
+warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
+
 GROUP = "transactions"
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 LEASE_WAIT_SECONDS = 900
+LEASE_TTL_SECONDS = 1800
 
 
 def _accounts_for(engine: Engine, keys: list[str]) -> dict[str, dict]:
@@ -56,12 +61,14 @@ def run_per_account(
     stage: str,
     work: Callable[[dict, list[dt.date]], object],
 ) -> dg.MaterializeResult:
-    """Run `work(account, days)` for each account in the run, under that account's lease.
+    """Run `work(account, days)` for each account in the run, holding that account's lease.
 
-    Expected, per-account problems (consent expired, budget exhausted, bank limits) are recorded
-    on the account and do not stop the other accounts; the step fails only if every account did.
+    The lease is taken by the run (re-entrant across its stages) and released when `enrich` ends
+    or the run fails, so two runs never import the same account at once. Expected, per-account
+    problems (consent expired, budget exhausted, bank limits) are recorded on the account and do
+    not stop the other accounts; the step fails only if every account did.
     """
-    from bank_pipeline.limits import account_lease
+    from bank_pipeline.limits import acquire_lease
 
     started = time.perf_counter()
     grouped = days_by_account(context.partition_keys)
@@ -71,8 +78,9 @@ def run_per_account(
     for key, days in grouped.items():
         account = accounts[key]
         try:
-            with account_lease(engine, account["id"], context.run_id, wait_seconds=LEASE_WAIT_SECONDS):
-                stats = work(account, days)
+            acquire_lease(engine, account["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
+                          wait_seconds=LEASE_WAIT_SECONDS)
+            stats = work(account, days)
         except BankPipelineError as exc:
             failures[key] = str(exc)
             context.log.error(f"{stage} {key} ({account['display_name']}): {exc}")
@@ -195,18 +203,25 @@ def enriched_transactions(
     context: dg.AssetExecutionContext, database: AppDatabase, enrichment_model: EnrichmentModel
 ) -> dg.MaterializeResult:
     from bank_pipeline.enrich import enrich_account_days
+    from bank_pipeline.limits import acquire_lease, release_leases
 
     started = time.perf_counter()
     engine = database.get_engine()
     grouped = days_by_account(context.partition_keys)
     accounts = _accounts_for(engine, list(grouped))
-    # One call for the whole run, so model batches span every partition in it.
-    stats = enrich_account_days(
-        engine,
-        {accounts[key]["id"]: days for key, days in grouped.items()},
-        enrichment_model.build(),
-        run_id=context.run_id,
-    )
+    try:
+        for account in accounts.values():
+            acquire_lease(engine, account["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
+                          wait_seconds=LEASE_WAIT_SECONDS)
+        # One call for the whole run, so model batches span every partition in it.
+        stats = enrich_account_days(
+            engine,
+            {accounts[key]["id"]: days for key, days in grouped.items()},
+            enrichment_model.build(),
+            run_id=context.run_id,
+        )
+    finally:
+        release_leases(engine, context.run_id)  # the run's import of these accounts is over
     metadata = dict(stats.as_metadata())
     metadata.update(accounts=len(grouped), seconds=round(time.perf_counter() - started, 3))
     return dg.MaterializeResult(metadata=metadata)

@@ -73,12 +73,17 @@ def run_imports(
     extra_tags: dict[str, str] | None = None,
 ) -> list[RunOutcome]:
     """One run per account over first..last, after registering the accounts as partitions."""
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.limits import release_leases
+
     sync_account_partitions(instance, account_keys)
     job = import_job(settings)
+    engine = make_engine(settings.database_url)
     outcomes = []
     for key in account_keys:
         tags = {**range_tags(key, first, last), **(extra_tags or {})}
         result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        release_leases(engine, result.run_id)  # a failed run must not keep the account locked
         error = None
         if not result.success:
             failures = [e.message for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")]

@@ -123,7 +123,10 @@ def account_partitions_sensor(context: dg.SensorEvaluationContext, database: App
 
 
 def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], message: str) -> list[str]:
-    """Store a failed run on every account it touched, for `bank-pipeline status`."""
+    """Store a failed run on every account it touched, for `bank-pipeline status`; free its leases."""
+    from bank_pipeline.limits import release_leases
+
+    release_leases(engine, run_id)
     with engine.begin() as conn:
         known = list(conn.execute(sa.select(accounts.c.account_key)).scalars())
         keys = account_keys_from_tags(tags, known)

@@ -25,7 +25,7 @@ TODAY = dt.date(2026, 11, 20)
 
 
 def _data_calls(stats: dict) -> int:
-    return int(stats.get("data_api_calls", stats.get("total_data_api_calls", 0)))
+    return int(stats["data_api_calls"])
 
 
 def run(args) -> None:
@@ -55,7 +55,7 @@ def run(args) -> None:
         with engine.connect() as conn:
             loaded = conn.execute(sa.select(sa.func.count()).select_from(transactions)).scalar_one()
         calls = _data_calls(stats)
-        txn_calls = sum(v for k, v in stats.get("by_path", {}).items() if k.endswith("/transactions"))
+        txn_calls = sum(v for k, v in stats.get("paths", {}).items() if k.endswith("/transactions"))
         partitions = days * len(keys)
         print(f"(a) single-run backfill: {days} days x {len(keys)} accounts = {partitions} partitions")
         print(f"    wall {wall:.1f}s, {loaded} transactions, {loaded / wall:.0f} txn/s, runs launched: 1")

@@ -1,11 +1,12 @@
 """initial schema
 
 Revision ID: 0001
-Revises:
+Revises: 
 """
 
 import sqlalchemy as sa
 from alembic import op
+
 
 revision = '0001'
 down_revision = None
@@ -140,6 +141,8 @@ def upgrade() -> None:
     op.create_table('account_leases',
     sa.Column('account_id', sa.BigInteger().with_variant(sa.Integer(), 'sqlite'), nullable=False),
     sa.Column('holder', sa.String(length=128), nullable=False),
+    sa.Column('host', sa.String(length=255), nullable=True),
+    sa.Column('pid', sa.Integer(), nullable=True),
     sa.Column('acquired_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('expires_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_account_leases_account_id_accounts')),
@@ -243,6 +246,7 @@ def upgrade() -> None:
     sa.Column('provider', sa.String(length=32), nullable=True),
     sa.Column('model', sa.String(length=64), nullable=True),
     sa.Column('cache_key', sa.String(length=512), nullable=True),
+    sa.Column('flags', sa.String(length=256), nullable=True),
     sa.Column('run_id', sa.String(length=64), nullable=True),
     sa.Column('updated_at', sa.DateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['transaction_id'], ['transactions.id'], name=op.f('fk_enrichments_transaction_id_transactions')),

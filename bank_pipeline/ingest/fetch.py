@@ -1,0 +1,155 @@
+"""Fetch an account's transactions for any set of days and land them verbatim.
+
+Days are coalesced into contiguous ranges and each range is split into windows the bank accepts:
+one API call per window (a year-long backfill with 90-day windows is 5 calls, not 365), plus one
+pending call when the range reaches today. Every response lands in `raw_fetches` (body exactly as
+received) and `raw_transactions` (one row per result), so later stages can be replayed.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import raw_fetches, raw_transactions
+from bank_pipeline.ingest._db import as_days, bulk_insert, write_transaction
+from bank_pipeline.ingest.normalize import local_date
+from bank_pipeline.truelayer.errors import TrueLayerError
+from bank_pipeline.truelayer.windows import split_windows
+
+# Pending transactions are fetched when the requested days reach this close to today.
+PENDING_NEAR_TODAY_DAYS = 7
+
+
+@dataclass
+class FetchStats:
+    api_calls: int = 0  # HTTP requests, retries included
+    windows: int = 0  # booked-transaction windows fetched
+    booked_rows: int = 0
+    pending_rows: int = 0
+    ranges: int = 0  # contiguous day ranges the days coalesced into
+
+    def as_metadata(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def coalesce_days(days: list[dt.date]) -> list[tuple[dt.date, dt.date]]:
+    """Contiguous inclusive (first, last) ranges covering exactly the given days."""
+    ranges: list[list[dt.date]] = []
+    for day in as_days(days):
+        if ranges and ranges[-1][1] + dt.timedelta(days=1) == day:
+            ranges[-1][1] = day
+        else:
+            ranges.append([day, day])
+    return [(a, b) for a, b in ranges]
+
+
+def plan_windows(days: list[dt.date], max_window_days: int = 90) -> list[tuple[dt.date, dt.date]]:
+    """The (from, to) windows fetched for `days`: coalesced ranges, each split by split_windows."""
+    windows: list[tuple[dt.date, dt.date]] = []
+    for start, end in coalesce_days(days):
+        windows.extend(split_windows(start, end, max_window_days))
+    return windows
+
+
+def _land(
+    engine: Engine,
+    account_id: int,
+    kind: str,
+    window: tuple[dt.date, dt.date],
+    run_id: str | None,
+    *,
+    response: Any = None,
+    error: TrueLayerError | None = None,
+) -> int:
+    """One raw_fetches row and its raw_transactions rows, in one transaction. Returns rows landed."""
+    fetch = dict(
+        account_id=account_id,
+        kind=kind,
+        window_from=window[0],
+        window_to=window[1],
+        run_id=run_id,
+        fetched_at=utcnow(),
+    )
+    if error is not None:
+        fetch.update(
+            http_status=error.status_code, api_calls=getattr(error, "attempts", 1) or 1, error=str(error)
+        )
+    else:
+        fetch.update(http_status=response.http_status, api_calls=response.attempts or 1, body=response.body)
+    results = list(response.results or []) if response is not None else []
+    with write_transaction(engine) as conn:
+        fetch_id = conn.execute(raw_fetches.insert().values(**fetch).returning(raw_fetches.c.id)).scalar_one()
+        rows = []
+        status = "pending" if kind == "pending" else "booked"
+        for position, item in enumerate(results):
+            stamp = item.get("timestamp") if isinstance(item, dict) else None
+            rows.append(
+                dict(
+                    fetch_id=fetch_id,
+                    account_id=account_id,
+                    status=status,
+                    position=position,
+                    partition_date=local_date(stamp) or window[1],
+                    payload=json.dumps(item),
+                )
+            )
+        bulk_insert(conn, raw_transactions, rows)
+    return len(results)
+
+
+def fetch_account_days(
+    engine: Engine,
+    client: Any,
+    account: dict,
+    days: list[dt.date],
+    *,
+    run_id: str | None,
+    max_window_days: int = 90,
+    include_pending: bool = True,
+    budget: Any = None,
+    today: dt.date | None = None,
+) -> FetchStats:
+    """Fetch and land `account`'s transactions for `days` (one call per window).
+
+    `account` is an `accounts` row as a dict (`id`, `kind`, `provider_account_id`, …). Before each
+    unattended call (no `client.psu_ip`) `budget.reserve(account_id, 1)` is called if a budget is
+    given; BudgetExhausted propagates. A TrueLayer error lands a raw_fetches row with the error and
+    is re-raised; windows fetched before it stay landed.
+    """
+    account_id = account["id"]
+    kind = account["kind"]
+    provider_account_id = account["provider_account_id"]
+    today = today or utcnow().date()
+    days = as_days(days)
+    stats = FetchStats()
+    if not days:
+        return stats
+    stats.ranges = len(coalesce_days(days))
+    unattended = not getattr(client, "psu_ip", None)
+
+    def call(window, kind_: str, fn, *args):
+        if budget is not None and unattended:
+            budget.reserve(account_id, 1)
+        try:
+            response = fn(*args)
+        except TrueLayerError as exc:
+            stats.api_calls += getattr(exc, "attempts", 1) or 1
+            _land(engine, account_id, kind_, window, run_id, error=exc)
+            raise
+        stats.api_calls += response.attempts or 1
+        return _land(engine, account_id, kind_, window, run_id, response=response)
+
+    for window in plan_windows(days, max_window_days):
+        stats.booked_rows += call(window, "booked", client.transactions, kind, provider_account_id, *window)
+        stats.windows += 1
+    if include_pending and days[-1] >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS):
+        stats.pending_rows += call(
+            (today, today), "pending", client.pending_transactions, kind, provider_account_id
+        )
+    return stats
