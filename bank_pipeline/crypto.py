@@ -48,7 +48,9 @@ def load_or_create_key_file(path: Path) -> str:
             os.close(fd)
         try:
             os.link(tmp, path)  # atomic and refuses to overwrite: a concurrent creator's key wins
-            log.info("created Fernet key file %s (mode 0600); back it up — tokens are unreadable without it", path)
+            log.info(
+                "created Fernet key file %s (mode 0600); back it up — tokens are unreadable without it", path
+            )
         except FileExistsError:
             pass
         finally:
@@ -127,8 +129,8 @@ def rotate_stored_tokens(engine: sa.Engine, cipher: TokenCipher) -> int:
     Runs in one write transaction (rows locked), so a concurrent token refresh is never overwritten.
     Returns the number of secrets re-encrypted.
     """
+    from bank_pipeline.connections import write_transaction
     from bank_pipeline.db.schema import connections, oauth_states
-    from bank_pipeline.dbutil import write_transaction
 
     count = 0
     with write_transaction(engine) as conn:

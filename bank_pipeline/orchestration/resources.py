@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import threading
+from pathlib import Path
 from typing import Optional
 
 import dagster as dg
@@ -47,10 +48,15 @@ class TrueLayerResource(dg.ConfigurableResource):
     psu_ip: Optional[str] = None
     max_window_days: int = 90
     unattended_daily_budget: int = 4
+    home: str = ".bank_pipeline"
+    # Comma-separated Fernet keys for the stored tokens; unset = the key file in `home`.
+    fernet_keys: Optional[str] = None
 
     def settings(self) -> Settings:
         return dataclasses.replace(
             Settings.from_env(),
+            home=Path(self.home),
+            fernet_keys=tuple(k for k in (self.fernet_keys or "").split(",") if k),
             auth_url=self.auth_url.rstrip("/"),
             data_url=self.data_url.rstrip("/"),
             client_id=self.client_id,
@@ -90,9 +96,10 @@ class EnrichmentModel(dg.ConfigurableResource):
         return build_model(settings)
 
 
-def _from_env(name: str, default: str | None):
-    """Bind to the environment variable when it is set (shown as its name in the UI), else a default."""
-    return dg.EnvVar(name) if os.environ.get(name) else default
+def _from_env(name: str, value: str | None):
+    """`EnvVar(name)` when `value` came from that variable (the UI then shows the name, not the
+    value); else the value itself (simulator defaults, or settings built in code)."""
+    return dg.EnvVar(name) if value and os.environ.get(name) == value else value
 
 
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
@@ -102,17 +109,19 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
         "truelayer": TrueLayerResource(
             auth_url=settings.auth_url,
             data_url=settings.data_url,
-            client_id=_from_env("TRUELAYER_CLIENT_ID", settings.client_id or ""),
-            client_secret=_from_env("TRUELAYER_CLIENT_SECRET", settings.client_secret or ""),
+            client_id=_from_env("TRUELAYER_CLIENT_ID", settings.client_id) or "",
+            client_secret=_from_env("TRUELAYER_CLIENT_SECRET", settings.client_secret) or "",
             psu_ip=settings.psu_ip,
             max_window_days=settings.max_window_days,
             unattended_daily_budget=settings.unattended_daily_budget,
+            home=str(settings.home),
+            fernet_keys=_from_env("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None),
         ),
         "enrichment_model": EnrichmentModel(
             provider=settings.enricher,
             model=settings.anthropic_model,
             batch_size=settings.enrich_batch_size,
-            api_key=_from_env("ANTHROPIC_API_KEY", None),
+            api_key=_from_env("ANTHROPIC_API_KEY", settings.anthropic_api_key),
             base_url=settings.anthropic_base_url,
         ),
     }

@@ -130,18 +130,24 @@ class AuthClient:
             for attempt in range(1, self.max_attempts + 1):
                 self.calls_made += 1
                 try:
-                    response = http.post(self.auth_url + path, data=body, headers={"Accept": "application/json"})
+                    response = http.post(
+                        self.auth_url + path, data=body, headers={"Accept": "application/json"}
+                    )
                 except httpx.ConnectError as exc:
                     error: TrueLayerError = NetworkError(
                         f"TrueLayer POST {path}: could not reach {httpx.URL(self.auth_url).host}",
-                        error="connection_error", error_description=type(exc).__name__,
-                        attempts=attempt, path=path,
+                        error="connection_error",
+                        error_description=type(exc).__name__,
+                        attempts=attempt,
+                        path=path,
                     )
                 except httpx.TransportError as exc:
                     raise NetworkError(
                         f"TrueLayer POST {path} failed mid-request; the grant may have been used",
-                        error="connection_error", error_description=type(exc).__name__,
-                        attempts=attempt, path=path,
+                        error="connection_error",
+                        error_description=type(exc).__name__,
+                        attempts=attempt,
+                        path=path,
                     ) from None
                 else:
                     if response.status_code == 200:
@@ -151,13 +157,24 @@ class AuthClient:
                             raise MalformedResponse(
                                 f"TrueLayer POST {path} returned a body that is not valid JSON "
                                 f"(starts {excerpt(response.text, 80)!r})",
-                                status_code=200, error="malformed_response", attempts=attempt, path=path,
+                                status_code=200,
+                                error="malformed_response",
+                                attempts=attempt,
+                                path=path,
                             ) from None
                     error = error_for_status(
-                        response.status_code, response.text, method="POST", path=path,
-                        attempts=attempt, token_endpoint=True,
+                        response.status_code,
+                        response.text,
+                        method="POST",
+                        path=path,
+                        attempts=attempt,
+                        token_endpoint=True,
                     )
-                if not isinstance(error, ServerError) or error.status_code == 501 or attempt == self.max_attempts:
+                if (
+                    not isinstance(error, ServerError)
+                    or error.status_code == 501
+                    or attempt == self.max_attempts
+                ):
                     raise error
                 log.warning("TrueLayer POST %s: %s (attempt %d); retrying", path, error.error, attempt)
                 time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
@@ -174,4 +191,3 @@ class AuthClient:
         """A new pair from a refresh token. The returned refresh token replaces the old one (rotation)."""
         data = self._post({"grant_type": "refresh_token", "refresh_token": refresh_token})
         return _tokenset(data, self.TOKEN_PATH, previous_refresh=refresh_token)
-

@@ -133,12 +133,18 @@ class DataClient:
             except httpx.TimeoutException as exc:
                 error: TrueLayerError = NetworkError(
                     f"TrueLayer GET {path} timed out after {self.timeout:g}s",
-                    error="timeout", error_description=type(exc).__name__, attempts=attempt, path=path,
+                    error="timeout",
+                    error_description=type(exc).__name__,
+                    attempts=attempt,
+                    path=path,
                 )
             except httpx.TransportError as exc:
                 error = NetworkError(
                     f"TrueLayer GET {path}: could not reach {httpx.URL(self.data_url).host}",
-                    error="connection_error", error_description=type(exc).__name__, attempts=attempt, path=path,
+                    error="connection_error",
+                    error_description=type(exc).__name__,
+                    attempts=attempt,
+                    path=path,
                 )
             else:
                 if 200 <= response.status_code < 300:
@@ -154,7 +160,11 @@ class DataClient:
             wait = policy.delay(attempt, retry_after)
             log.warning(
                 "TrueLayer GET %s: %s (attempt %d/%d); retrying in %.2fs",
-                path, error.error or error.status_code, attempt, attempts, wait,
+                path,
+                error.error or error.status_code,
+                attempt,
+                attempts,
+                wait,
             )
             time.sleep(wait)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -166,7 +176,10 @@ class DataClient:
             raise MalformedResponse(
                 f"TrueLayer GET {path} answered 202 (an asynchronous request); this client only makes "
                 "synchronous calls",
-                status_code=202, error="unexpected_async_response", attempts=attempts, path=path,
+                status_code=202,
+                error="unexpected_async_response",
+                attempts=attempts,
+                path=path,
             )
         try:
             data = json.loads(text)
@@ -174,7 +187,10 @@ class DataClient:
             raise MalformedResponse(
                 f"TrueLayer GET {path} returned a body that is not valid JSON "
                 f"({len(text)} chars, starts {excerpt(text, 80)!r})",
-                status_code=response.status_code, error="malformed_response", attempts=attempts, path=path,
+                status_code=response.status_code,
+                error="malformed_response",
+                attempts=attempts,
+                path=path,
             ) from None
         return response, data, attempts
 
@@ -184,13 +200,19 @@ class DataClient:
             raise MalformedResponse(
                 f"TrueLayer GET {path} returned JSON without a `results` list "
                 f"(starts {excerpt(response.text, 80)!r})",
-                status_code=response.status_code, error="malformed_response", attempts=attempts, path=path,
+                status_code=response.status_code,
+                error="malformed_response",
+                attempts=attempts,
+                path=path,
             )
         bad = [i for i, row in enumerate(data["results"]) if not isinstance(row, dict)]
         if bad:
             raise MalformedResponse(
                 f"TrueLayer GET {path} returned results that are not objects (at positions {bad[:5]})",
-                status_code=response.status_code, error="malformed_response", attempts=attempts, path=path,
+                status_code=response.status_code,
+                error="malformed_response",
+                attempts=attempts,
+                path=path,
             )
         return response, data, attempts
 
@@ -201,7 +223,9 @@ class DataClient:
         results = self._list(path)
         if not results:
             raise MalformedResponse(
-                f"TrueLayer GET {path} returned an empty `results` list", error="malformed_response", path=path
+                f"TrueLayer GET {path} returned an empty `results` list",
+                error="malformed_response",
+                path=path,
             )
         return results[0]
 

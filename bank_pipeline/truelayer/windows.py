@@ -26,7 +26,9 @@ def check_range(date_from: dt.date, date_to: dt.date) -> None:
         )
 
 
-def split_windows(date_from: dt.date | str, date_to: dt.date | str, max_days: int) -> list[tuple[dt.date, dt.date]]:
+def split_windows(
+    date_from: dt.date | str, date_to: dt.date | str, max_days: int
+) -> list[tuple[dt.date, dt.date]]:
     """Inclusive (from, to) windows covering the range in order, each spanning at most `max_days` days."""
     start, end = as_date(date_from, "date_from"), as_date(date_to, "date_to")
     check_range(start, end)

@@ -24,6 +24,7 @@ def connected_user(user: str, today, *, latency_ms: int = 0, **settings_override
         tmp_path = Path(tmp)
         db_url = f"sqlite:///{tmp_path / 'bench.db'}"
         migrate(make_engine(db_url))
+        (tmp_path / "dagster").mkdir()
         config = SimulatorConfig(seed=42, today=today, faults=FaultConfig(unattended_limit=None, latency_ms=latency_ms))
         with run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
             temp_dir=str(tmp_path / "dagster")
