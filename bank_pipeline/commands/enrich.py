@@ -1,0 +1,109 @@
+"""`bank-pipeline categorize` (the user's word on a transaction) and `bank-pipeline enrich`
+(re-enrich a date range outside Dagster)."""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import date
+
+from bank_pipeline.errors import BankPipelineError
+
+
+def _date(value: str) -> date:
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    cat = subparsers.add_parser(
+        "categorize",
+        help="set a transaction's category (never overwritten) and learn a rule for similar ones",
+        description="Record your category for one transaction. Enrichment never overwrites it, and a rule "
+        "learned from its description labels the same payee/merchant next time (source 'rule').",
+    )
+    cat.add_argument("transaction_id", type=int, help="the transaction's id (transactions.id)")
+    cat.add_argument("category", help="a category of the configured taxonomy")
+    cat.add_argument("--subcategory", help="a subcategory of that category")
+    cat.add_argument("--merchant", help="the clean merchant name to record")
+    cat.add_argument("--no-rule", dest="learn", action="store_false", help="do not learn a rule from it")
+    cat.set_defaults(func=_categorize_cmd)
+
+    enrich = subparsers.add_parser(
+        "enrich",
+        help="enrich (or with --force re-enrich) the transactions of a date range",
+        description="Run the enrichment tiers (overrides → rules → cache → model) over booked transactions "
+        "of a date range, outside Dagster. Overrides are never changed.",
+    )
+    enrich.add_argument(
+        "--from", dest="date_from", type=_date, required=True, metavar="DATE", help="first day"
+    )
+    enrich.add_argument(
+        "--to", dest="date_to", type=_date, required=True, metavar="DATE", help="last day (inclusive)"
+    )
+    enrich.add_argument(
+        "--account",
+        dest="accounts",
+        action="append",
+        metavar="KEY",
+        help="account key (repeatable; default: all)",
+    )
+    enrich.add_argument(
+        "--force", action="store_true", help="re-enrich transactions that already have an enrichment"
+    )
+    enrich.set_defaults(func=_enrich_cmd)
+
+
+def _engine():
+    from bank_pipeline.config import Settings
+    from bank_pipeline.db import make_engine, migrate
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    return settings, engine
+
+
+def _categorize_cmd(args: argparse.Namespace) -> int:
+    from bank_pipeline.enrich import categorize
+
+    _, engine = _engine()
+    result = categorize(
+        engine,
+        args.transaction_id,
+        args.category,
+        subcategory=args.subcategory,
+        merchant=args.merchant,
+        learn=args.learn,
+    )
+    e = result.enrichment
+    label = e.category + (f"/{e.subcategory}" if e.subcategory else "")
+    print(f"transaction {result.transaction_id}: {label}" + (f" ({e.merchant})" if e.merchant else ""))
+    if result.rule_id is not None:
+        print(f"learned rule {result.rule_id}: descriptions like {result.rule_pattern!r} → {label}")
+    elif result.rule_skipped:
+        print(f"no rule learned: {result.rule_skipped}")
+    return 0
+
+
+def _enrich_cmd(args: argparse.Namespace) -> int:
+    from bank_pipeline.enrich import build_model, enrich_account_days
+    from bank_pipeline.enrich.service import account_days_between
+
+    if args.date_to < args.date_from:
+        raise BankPipelineError(f"--to {args.date_to} is before --from {args.date_from}")
+    settings, engine = _engine()
+    account_days = account_days_between(engine, args.date_from, args.date_to, args.accounts)
+    run_id = f"cli-{uuid.uuid4().hex[:12]}"
+    stats = enrich_account_days(engine, account_days, build_model(settings), run_id=run_id, force=args.force)
+    meta = stats.as_metadata()
+    sources = ", ".join(f"{k[7:]} {v}" for k, v in meta.items() if k.startswith("source_") and v)
+    print(
+        f"run {run_id}: {meta['enriched']} enriched of {meta['transactions']} ({sources or 'nothing to do'}); "
+        f"{meta['model_calls']} model call(s), tokens in {meta['tokens_in']} / out {meta['tokens_out']} / "
+        f"cache read {meta['tokens_cache_read']} / cache write {meta['tokens_cache_write']}, "
+        f"cost ${meta['cost_usd']:.4f}"
+    )
+    return 0

@@ -1,0 +1,82 @@
+"""`bank-pipeline plan`: what a backfill would cost (runs, bank calls, budget, model calls) before launching it."""
+
+from __future__ import annotations
+
+import argparse
+from decimal import Decimal, InvalidOperation
+from zoneinfo import ZoneInfo
+
+from bank_pipeline.config import Settings
+
+
+def _price(value: str) -> Decimal:
+    try:
+        price = Decimal(value)
+    except InvalidOperation:
+        raise argparse.ArgumentTypeError(f"not a price in USD: {value!r}") from None
+    if price < 0:
+        raise argparse.ArgumentTypeError("the price cannot be negative")
+    return price
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "plan",
+        help="estimate a backfill: runs, TrueLayer calls vs today's budget, expected transactions, model cost",
+        description=__doc__,
+    )
+    parser.add_argument(
+        "--from", dest="date_from", required=True, metavar="DATE", help="first day, YYYY-MM-DD"
+    )
+    parser.add_argument(
+        "--to", dest="date_to", required=True, metavar="DATE", help="last day (inclusive), YYYY-MM-DD"
+    )
+    parser.add_argument(
+        "--account",
+        dest="accounts",
+        action="append",
+        metavar="KEY",
+        help="account partition key (repeat for several; default: every active account)",
+    )
+    parser.add_argument(
+        "--price-per-call",
+        type=_price,
+        metavar="USD",
+        help="expected cost of one model call (default: 0 for the offline enricher, else estimated from the price table)",
+    )
+    parser.set_defaults(func=run)
+
+
+def default_price_per_call(settings: Settings) -> Decimal | None:
+    """USD per model call for the configured enricher (0 offline); None when the model has no price."""
+    if settings.enricher == "offline":
+        return Decimal(0)
+    from bank_pipeline.enrich.pricing import PriceTable, estimate_call_cost
+
+    prices = PriceTable.from_env()
+    if prices.get(settings.anthropic_model) is None:
+        return None
+    return estimate_call_cost(settings.anthropic_model, settings.enrich_batch_size, prices)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bank_pipeline.db import make_engine, migrate, utcnow
+    from bank_pipeline.planning import format_plan, plan_backfill
+
+    settings = Settings.from_env()
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    price = args.price_per_call if args.price_per_call is not None else default_price_per_call(settings)
+    plan = plan_backfill(
+        engine,
+        args.date_from,
+        args.date_to,
+        args.accounts,
+        max_window_days=settings.max_window_days,
+        enrich_batch_size=settings.enrich_batch_size,
+        price_per_call_estimate=price,
+        unattended_budget=settings.unattended_daily_budget,
+        today=utcnow().astimezone(ZoneInfo(settings.timezone)).date(),  # the partitions' local today
+    )
+    print(format_plan(plan))
+    return 0

@@ -1,0 +1,336 @@
+"""The Anthropic model tier: Claude via the official SDK, batched, structured, costed.
+
+Structured output is a forced tool call whose schema enumerates the configured categories (plus
+"unknown"), so every answer is a known label. Answers are matched back by transaction id, never
+by position; ids a response leaves out or gets wrong are asked again once in smaller batches,
+then answered by the offline model with that recorded (provider "offline", flag
+"fallback:anthropic") and logged — never dropped. The instructions and tool are marked for
+prompt caching: they are identical across batches and runs. Retries (429/529/5xx, connection
+errors) are ours, not the SDK's, so every attempt is counted in the ledger.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import time
+from collections.abc import Sequence
+
+import anthropic
+
+from bank_pipeline.categories import Category, load_categories
+from bank_pipeline.enrich.ledger import CallRecord, Ledger
+from bank_pipeline.enrich.offline import OfflineModel
+from bank_pipeline.enrich.payment import detect_payment_method
+from bank_pipeline.enrich.policy import enforce_direction
+from bank_pipeline.enrich.types import PAYMENT_METHODS, Enrichment, TxnInput
+from bank_pipeline.errors import BankPipelineError
+
+log = logging.getLogger(__name__)
+TOOL_NAME = "record_enrichments"
+_RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+
+_INSTRUCTIONS = """You categorise UK personal bank transactions for a budgeting ledger.
+
+For every transaction in the user's message, return exactly one item in the `{tool}` tool call,
+carrying the transaction's `id` unchanged. Fields:
+- category: one of the listed categories; use "unknown" when the text does not tell you.
+- subcategory: one of that category's subcategories, or null.
+- merchant: the clean merchant or payee name ("Tesco", "British Gas"), or null for a person,
+  your own account, salary, cash or bank fees.
+- merchant_type: a short snake_case kind ("supermarket", "energy_supplier"), or null.
+- essential: true for needs (housing, bills, groceries, transport to work), false for wants.
+- payment_method: how the money moved.
+- confidence: 0 to 1.
+
+UK bank text conventions: DD/DDR = direct debit, SO/STO = standing order, FPO/FPI/FP = faster
+payment out/in, BGC/BACS = bank giro credit (often salary), CPT/ATM/LINK/NOTEMAC = cash machine,
+")))"/CLP/VIS/DEB/POS = card, TFR = transfer; store numbers, card numbers, dates and references
+are noise. TrueLayer's category/classification fields are hints, not answers.
+
+Direction matters: money IN (credit) may only use a category marked "credit" below (income,
+refunds, transfers, …) — a credit from a shop is a refund, never spending. Money OUT (debit)
+may only use a category marked "debit"."""
+
+
+def _category_listing(categories: dict[str, Category]) -> str:
+    lines = []
+    for name, cat in categories.items():
+        subs = ", ".join(cat.subcategories) or "-"
+        dirs = "/".join(sorted(cat.directions))
+        lines.append(f"- {name} [{dirs}] ({'essential' if cat.essential else 'discretionary'}): {subs}")
+    return "Categories [directions allowed] (kind): subcategories\n" + "\n".join(lines)
+
+
+class AnthropicModel:
+    provider = "anthropic"
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        model: str,
+        base_url: str | None = None,
+        batch_size: int = 40,
+        categories: dict[str, Category] | None = None,
+        fallback: OfflineModel | None = None,
+        max_attempts: int = 4,
+        retry_base_delay: float = 1.0,
+        retry_max_delay: float = 30.0,
+        timeout: float = 120.0,
+    ):
+        if not api_key:
+            raise BankPipelineError(
+                "ANTHROPIC_API_KEY is not set: set it, or use the offline enricher (BANK_PIPELINE_ENRICHER=offline)"
+            )
+        if batch_size < 1:
+            raise BankPipelineError(f"BANK_PIPELINE_ENRICH_BATCH_SIZE must be at least 1, got {batch_size}")
+        self.name = model
+        self.batch_size = batch_size
+        self.categories = categories or load_categories()
+        self.fallback = fallback or OfflineModel(self.categories)
+        self.max_attempts = max(1, max_attempts)
+        self.retry_base_delay = retry_base_delay
+        self.retry_max_delay = retry_max_delay
+        # max_retries=0: we retry ourselves, to count attempts per call in the ledger.
+        self.client = anthropic.Anthropic(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeout)
+        self.labels = [*[c for c in self.categories if c != "unknown"], "unknown"]
+        self.system = [
+            {
+                "type": "text",
+                "text": _INSTRUCTIONS.format(tool=TOOL_NAME) + "\n\n" + _category_listing(self.categories),
+                "cache_control": {"type": "ephemeral"},
+            }
+        ]
+        self.tools = [self._tool()]
+        self.fallbacks = 0
+
+    def __repr__(self) -> str:  # never show the client (it holds the key)
+        return f"AnthropicModel(model={self.name!r}, batch_size={self.batch_size})"
+
+    def _tool(self) -> dict:
+        item = {
+            "type": "object",
+            "properties": {
+                "id": {"type": "string", "description": "the transaction's id, exactly as given"},
+                "category": {"type": "string", "enum": self.labels},
+                "subcategory": {"type": ["string", "null"]},
+                "merchant": {"type": ["string", "null"]},
+                "merchant_type": {"type": ["string", "null"]},
+                "essential": {"type": "boolean"},
+                "payment_method": {"type": "string", "enum": list(PAYMENT_METHODS)},
+                "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+            },
+            "required": ["id", "category", "confidence"],
+        }
+        return {
+            "name": TOOL_NAME,
+            "description": "Record the enrichment of every transaction in the batch, one item per id.",
+            "input_schema": {
+                "type": "object",
+                "properties": {"items": {"type": "array", "items": item}},
+                "required": ["items"],
+            },
+            "cache_control": {"type": "ephemeral"},
+        }
+
+    # --- public ---------------------------------------------------------------------------
+
+    def enrich(self, items: Sequence[TxnInput], *, ledger: Ledger | None = None) -> dict[int, Enrichment]:
+        ledger = ledger or Ledger(None, None)
+        results: dict[int, Enrichment] = {}
+        missing: list[TxnInput] = []
+        failed: list[TxnInput] = []  # the call itself failed after retries: no second round
+        for start in range(0, len(items), self.batch_size):
+            got, lost, call_failed = self._batch(items[start : start + self.batch_size], ledger)
+            results.update(got)
+            (failed if call_failed else missing).extend(lost)
+        still: list[TxnInput] = list(failed)
+        if missing:  # once more, in smaller batches
+            size = max(1, min(len(missing), self.batch_size // 2))
+            log.info("asking again for %d transaction(s) the model left out or got wrong", len(missing))
+            for start in range(0, len(missing), size):
+                got, lost, _ = self._batch(missing[start : start + size], ledger)
+                results.update(got)
+                still.extend(lost)
+        if still:
+            self.fallbacks += len(still)
+            log.warning(
+                "the Anthropic model gave no valid answer for %d transaction(s) (ids %s); "
+                "using the offline model for them",
+                len(still),
+                ", ".join(str(t.id) for t in still[:20]),
+            )
+            for txn in still:
+                answer = self.fallback.classify(txn)
+                results[txn.id] = answer.with_(flags=(*answer.flags, "fallback:anthropic"))
+        return results
+
+    # --- one batch --------------------------------------------------------------------------
+
+    def _batch(
+        self, batch: Sequence[TxnInput], ledger: Ledger
+    ) -> tuple[dict[int, Enrichment], list[TxnInput], bool]:
+        """(answers, transactions without a valid answer, whether the call failed outright)."""
+        by_id = {str(t.id): t for t in batch}
+        record = CallRecord(provider=self.provider, model=self.name, batch_size=len(batch), attempts=0)
+        started = time.perf_counter()
+        response = None
+        try:
+            response = self._send(batch, record)
+        finally:
+            record.latency_ms = int((time.perf_counter() - started) * 1000)
+            if response is None:
+                record.outcome = "error"
+                ledger.record(record)
+        if response is None:
+            return {}, list(batch), True
+        usage = response.usage
+        record.input_tokens = usage.input_tokens or 0
+        record.output_tokens = usage.output_tokens or 0
+        record.cache_creation_input_tokens = getattr(usage, "cache_creation_input_tokens", 0) or 0
+        record.cache_read_input_tokens = getattr(usage, "cache_read_input_tokens", 0) or 0
+        results, problems = self._parse(response, by_id)
+        lost = [t for key, t in by_id.items() if t.id not in results]
+        if lost or problems:
+            record.outcome = "partial"
+            record.error = "; ".join(
+                problems + ([f"{len(lost)} id(s) without a valid answer"] if lost else [])
+            )
+            log.warning("model batch of %d: %s", len(batch), record.error)
+        ledger.record(record)
+        return results, lost, False
+
+    def _send(self, batch: Sequence[TxnInput], record: CallRecord):
+        """The response, after retrying transient failures; None when every attempt failed."""
+        payload = {
+            "transactions": [
+                {
+                    "id": str(t.id),
+                    "description": t.description,
+                    "amount": str(t.amount),
+                    "direction": t.direction,
+                    "merchant_name": t.merchant_name,
+                    "truelayer_category": t.transaction_category,
+                    "truelayer_classification": list(t.transaction_classification) or None,
+                }
+                for t in batch
+            ]
+        }
+        messages = [
+            {
+                "role": "user",
+                "content": f"Categorise these {len(batch)} transactions:\n"
+                + json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+            }
+        ]
+        for attempt in range(1, self.max_attempts + 1):
+            record.attempts = attempt
+            try:
+                return self.client.messages.create(
+                    model=self.name,
+                    max_tokens=min(64000, 400 + 150 * len(batch)),
+                    system=self.system,
+                    tools=self.tools,
+                    tool_choice={"type": "tool", "name": TOOL_NAME},
+                    messages=messages,
+                )
+            except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+                record.error = f"{type(exc).__name__} (HTTP {exc.status_code})"
+                raise BankPipelineError(
+                    f"the Anthropic API refused the credentials (HTTP {exc.status_code}): check ANTHROPIC_API_KEY"
+                ) from None
+            except anthropic.APIStatusError as exc:
+                record.error = f"HTTP {exc.status_code}: {type(exc).__name__}"
+                if exc.status_code not in _RETRYABLE_STATUS:
+                    log.warning("model call failed without retry: %s", record.error)
+                    return None
+                delay = self._delay(attempt, exc.response.headers)
+            except anthropic.APIConnectionError as exc:
+                record.error = f"{type(exc).__name__}"
+                delay = self._delay(attempt, {})
+            if attempt < self.max_attempts:
+                log.info("model call attempt %d failed (%s); retrying in %.2fs", attempt, record.error, delay)
+                time.sleep(delay)
+        log.warning("model call failed after %d attempts: %s", self.max_attempts, record.error)
+        return None
+
+    def _delay(self, attempt: int, headers) -> float:
+        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+            value = headers.get(name) if headers else None
+            if value is not None:
+                try:
+                    return min(self.retry_max_delay, max(0.0, float(value) * scale))
+                except ValueError:
+                    pass
+        backoff = self.retry_base_delay * (2 ** (attempt - 1))
+        return min(self.retry_max_delay, backoff * (0.5 + random.random() / 2))
+
+    def _parse(self, response, by_id: dict[str, TxnInput]) -> tuple[dict[int, Enrichment], list[str]]:
+        items: list = []
+        for block in response.content or []:
+            if getattr(block, "type", None) == "tool_use" and getattr(block, "name", None) == TOOL_NAME:
+                raw = block.input.get("items") if isinstance(block.input, dict) else None
+                items.extend(raw if isinstance(raw, list) else [])
+        problems: list[str] = []
+        unknown_ids = duplicates = invalid = 0
+        results: dict[int, Enrichment] = {}
+        for item in items:
+            if not isinstance(item, dict):
+                invalid += 1
+                continue
+            key = str(item.get("id", "")).strip()
+            txn = by_id.get(key)
+            if txn is None:
+                unknown_ids += 1
+                continue
+            if txn.id in results:
+                duplicates += 1  # the first valid answer stands
+                continue
+            answer = self._to_enrichment(item, txn)
+            if answer is None:
+                invalid += 1
+                continue
+            results[txn.id] = answer
+        if response.stop_reason == "max_tokens":
+            problems.append("response truncated (max_tokens)")
+        for count, what in (
+            (unknown_ids, "unknown id(s)"),
+            (duplicates, "duplicate id(s)"),
+            (invalid, "invalid item(s)"),
+        ):
+            if count:
+                problems.append(f"{count} {what}")
+        return results, problems
+
+    def _to_enrichment(self, item: dict, txn: TxnInput) -> Enrichment | None:
+        category = item.get("category")
+        if category not in self.labels:
+            return None
+        try:
+            confidence = min(1.0, max(0.0, float(item.get("confidence", 0.5))))
+        except (TypeError, ValueError):
+            confidence = 0.5
+        method = item.get("payment_method")
+        if method not in PAYMENT_METHODS:
+            method = detect_payment_method(txn.description, txn.transaction_category)
+        essential = item.get("essential")
+
+        def text(name: str, limit: int) -> str | None:
+            value = item.get(name)
+            return value.strip()[:limit] or None if isinstance(value, str) else None
+
+        answer = Enrichment(
+            category=category,
+            subcategory=text("subcategory", 64),
+            merchant=text("merchant", 256),
+            merchant_type=text("merchant_type", 64),
+            essential=essential if isinstance(essential, bool) else None,
+            payment_method=method,
+            confidence=confidence,
+            source="model",
+            provider=self.provider,
+            model=self.name,
+        )
+        return enforce_direction(answer, txn.direction, self.categories)

@@ -1,0 +1,131 @@
+"""The merchant knowledge base that ships with the package (data/merchants.json), indexed.
+
+Aliases are matched as whole words on `clean_text`, longest first, so "tesco pfs" (fuel) beats
+"tesco" (groceries) and "uber eats" beats "uber". A single long word may also match as a prefix
+("tescostores", "steamgames") because card descriptors often run words together.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from bank_pipeline.enrich.normalise import clean_text
+
+KB_PATH = Path(__file__).with_name("data") / "merchants.json"
+_MAX_ALIAS_WORDS = 6
+_PREFIX_MIN_CHARS = 5
+
+
+@dataclass(frozen=True)
+class Merchant:
+    name: str
+    category: str
+    subcategory: str | None
+    merchant_type: str | None
+    wrapper: bool = False  # a payment processor (PayPal, SumUp): the real merchant may follow
+    keep_name: bool = True  # False: do not report the processor as the merchant
+    credit_category: tuple[str, str | None] | None = None
+
+
+@dataclass(frozen=True)
+class MerchantMatch:
+    merchant: Merchant
+    start: int  # word index in the cleaned text
+    words: int
+    exact: bool
+
+    def rank(self) -> tuple:
+        return (not self.merchant.wrapper, self.exact, self.words, -self.start)
+
+
+@dataclass(frozen=True)
+class KeywordRule:
+    pattern: re.Pattern[str]
+    category: str
+    subcategory: str | None
+    direction: str | None
+
+
+class KnowledgeBase:
+    def __init__(self, data: dict, digest: str):
+        self.digest = digest
+        self._aliases: dict[tuple[str, ...], Merchant] = {}
+        self._prefix_aliases: list[tuple[str, Merchant]] = []
+        for raw in data["merchants"]:
+            credit = raw.get("credit")
+            merchant = Merchant(
+                name=raw["name"],
+                category=raw["category"],
+                subcategory=raw.get("subcategory"),
+                merchant_type=raw.get("type"),
+                wrapper=bool(raw.get("wrapper", False)),
+                keep_name=bool(raw.get("keep_name", True)),
+                credit_category=(credit["category"], credit.get("subcategory")) if credit else None,
+            )
+            for alias in raw.get("aliases") or [raw["name"]]:
+                words = tuple(clean_text(alias).split())
+                if not words or len(words) > _MAX_ALIAS_WORDS:
+                    continue
+                self._aliases.setdefault(words, merchant)
+                if len(words) == 1 and len(words[0]) >= _PREFIX_MIN_CHARS:
+                    self._prefix_aliases.append((words[0], merchant))
+        self._prefix_aliases.sort(key=lambda item: -len(item[0]))
+        self.keywords_first = [self._rule(r) for r in data.get("keywords_first", [])]
+        self.keywords_after = [self._rule(r) for r in data.get("keywords_after", [])]
+        self.classifications = {k.casefold(): tuple(v) for k, v in data.get("classifications", {}).items()}
+
+    @staticmethod
+    def _rule(raw: dict) -> KeywordRule:
+        return KeywordRule(
+            re.compile(raw["pattern"]), raw["category"], raw.get("subcategory"), raw.get("direction")
+        )
+
+    def __len__(self) -> int:
+        return len({id(m) for m in self._aliases.values()})
+
+    def match_merchant(self, cleaned: str) -> MerchantMatch | None:
+        """The best merchant named in already-cleaned text (see module docstring)."""
+        words = cleaned.split()
+        best: MerchantMatch | None = None
+        for start in range(len(words)):
+            for size in range(min(_MAX_ALIAS_WORDS, len(words) - start), 0, -1):
+                merchant = self._aliases.get(tuple(words[start : start + size]))
+                if merchant:
+                    found = MerchantMatch(merchant, start, size, True)
+                    if best is None or found.rank() > best.rank():
+                        best = found
+                    break
+            else:
+                word = words[start]
+                for alias, merchant in self._prefix_aliases:
+                    if word.startswith(alias) and len(word) > len(alias):
+                        found = MerchantMatch(merchant, start, 1, False)
+                        if best is None or found.rank() > best.rank():
+                            best = found
+                        break
+        return best
+
+    def keyword(self, rules: list[KeywordRule], cleaned: str, direction: str) -> KeywordRule | None:
+        for rule in rules:
+            if rule.direction in (None, direction) and rule.pattern.search(cleaned):
+                return rule
+        return None
+
+    def classification(self, classification: tuple[str, ...]) -> tuple[str, str | None] | None:
+        """TrueLayer's [top, sub] classification mapped to ours: the most specific known part."""
+        for part in reversed(classification or ()):
+            found = self.classifications.get(str(part).casefold())
+            if found:
+                return found[0], found[1] if len(found) > 1 else None
+        return None
+
+
+@lru_cache(maxsize=4)
+def load_knowledge_base(path: str | None = None) -> KnowledgeBase:
+    raw = Path(path or KB_PATH).read_bytes()
+    return KnowledgeBase(json.loads(raw), hashlib.sha256(raw).hexdigest()[:10])

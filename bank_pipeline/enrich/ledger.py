@@ -1,0 +1,89 @@
+"""The ledger of model calls (`llm_calls`): what each call cost, how long it took, how it ended.
+
+Written as each call completes (not at the end of a run), so a crash never hides spend.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+
+from sqlalchemy import Engine
+
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import llm_calls
+from bank_pipeline.enrich.pricing import PriceTable
+
+
+@dataclass
+class CallRecord:
+    provider: str
+    model: str
+    batch_size: int
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    latency_ms: int | None = None
+    attempts: int = 1
+    outcome: str = "ok"  # ok | partial | error
+    error: str | None = None
+
+
+@dataclass
+class LedgerTotals:
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    attempts: int = 0
+    cost_usd: Decimal = Decimal(0)
+
+
+class Ledger:
+    """Records calls for one run; `engine=None` keeps totals in memory only."""
+
+    def __init__(self, engine: Engine | None, run_id: str | None, prices: PriceTable | None = None):
+        self.engine = engine
+        self.run_id = run_id
+        self.prices = prices or PriceTable.from_env()
+        self.totals = LedgerTotals()
+
+    def record(self, call: CallRecord) -> Decimal:
+        cost = self.prices.cost(
+            call.model,
+            call.input_tokens,
+            call.output_tokens,
+            call.cache_creation_input_tokens,
+            call.cache_read_input_tokens,
+        )
+        t = self.totals
+        t.calls += 1
+        t.attempts += call.attempts
+        t.input_tokens += call.input_tokens
+        t.output_tokens += call.output_tokens
+        t.cache_creation_input_tokens += call.cache_creation_input_tokens
+        t.cache_read_input_tokens += call.cache_read_input_tokens
+        t.cost_usd += cost
+        if self.engine is not None:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    llm_calls.insert().values(
+                        run_id=self.run_id,
+                        provider=call.provider,
+                        model=call.model,
+                        batch_size=call.batch_size,
+                        input_tokens=call.input_tokens,
+                        output_tokens=call.output_tokens,
+                        cache_creation_input_tokens=call.cache_creation_input_tokens,
+                        cache_read_input_tokens=call.cache_read_input_tokens,
+                        cost_usd=cost.quantize(Decimal("0.00000001")),
+                        latency_ms=call.latency_ms,
+                        attempts=call.attempts,
+                        outcome=call.outcome,
+                        error=(call.error or None) and call.error[:2000],
+                        created_at=utcnow(),
+                    )
+                )
+        return cost

@@ -1,0 +1,178 @@
+"""The offline model: deterministic, no network, fast — the default, so a fresh machine works.
+
+Evidence, strongest first: words that decide the category whatever the merchant
+("REFUND", "SALARY", "ATM", "INTEREST", "COUNCIL TAX") → a known merchant from the shipped
+knowledge base (on TrueLayer's `merchant_name`, then the description) → TrueLayer's own
+`transaction_classification` (source `provider`) → words naming a kind of spending ("PUB",
+"PHARMACY") → how the money moved (a faster payment to a person is a transfer). What it cannot
+place is "unknown", not a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from bank_pipeline.categories import Category, load_categories
+from bank_pipeline.enrich.knowledge import KnowledgeBase, MerchantMatch, load_knowledge_base
+from bank_pipeline.enrich.normalise import clean_text
+from bank_pipeline.enrich.payment import detect_payment_method
+from bank_pipeline.enrich.policy import enforce_direction
+from bank_pipeline.enrich.types import Enrichment, TxnInput
+
+_PREFIX = re.compile(
+    r"^(?:card payment to|card payment|contactless payment|visa purchase|purchase|direct debit payment to"
+    r"|direct debit to|direct debit|standing order via faster payment to|standing order to|standing order"
+    r"|bill payment via faster payment to|bill payment to|bill payment|faster payments receipt(?: ref)?"
+    r"|faster payments? to|faster payments?|bank credit|transfer to|transfer from|payment to|payment from"
+    r"|mobile payment to|dd|ddr|so|sto|fpo|fpi|fp|bgc|bcc|cr|deb|vis|pos|clp|cpt|tfr|bp|to|from|ref)\b\s*"
+)
+_SUFFIX = re.compile(r"\s*\b(?:dd|ddr|so|gb|gbr|uk|clp|ltd|plc|limited|pending|com|co|www)$")
+_HAS_DIGIT = re.compile(r"\d")
+_NO_MERCHANT = frozenset({"transfers", "income", "cash", "fees", "unknown", "other"})
+_TRANSFER_METHODS = frozenset({"faster_payment", "transfer", "standing_order"})
+# "FROM R BROWN", "MR A KHAN", "J SMITH": an initial and a surname reads as a person.
+_PERSON = re.compile(r"^(?:from |to )?(?:mr |mrs |ms |miss |dr )?[a-z] (?:[a-z] )?[a-z]{2,}\b")
+
+
+def _body(cleaned: str) -> str:
+    """The description without payment-method words at either end."""
+    previous = None
+    while previous != cleaned:
+        previous = cleaned
+        cleaned = _SUFFIX.sub("", _PREFIX.sub("", cleaned)).strip()
+    return cleaned
+
+
+def _display_name(body: str) -> str | None:
+    words = [w for w in body.split() if not _HAS_DIGIT.search(w)][:4]
+    return " ".join(w.capitalize() for w in words) or None
+
+
+class OfflineModel:
+    provider = "offline"
+
+    def __init__(self, categories: dict[str, Category] | None = None, kb: KnowledgeBase | None = None):
+        self.categories = categories or load_categories()
+        self.kb = kb or load_knowledge_base()
+        # Versioned by the knowledge base's content, so cached answers of an older KB are redone.
+        self.name = f"offline-{self.kb.digest}"
+
+    def enrich(self, items: Sequence[TxnInput], *, ledger=None) -> dict[int, Enrichment]:
+        return {item.id: self.classify(item) for item in items}
+
+    def _result(self, category: str, sub: str | None, confidence: float, **extra) -> Enrichment:
+        return Enrichment(
+            category=category,
+            subcategory=sub,
+            confidence=confidence,
+            source=extra.pop("source", "model"),
+            provider=self.provider,
+            model=self.name,
+            **extra,
+        )
+
+    def classify(self, txn: TxnInput) -> Enrichment:
+        direction = txn.direction
+        text = clean_text(txn.description)
+        body = _body(text)
+        method = detect_payment_method(txn.description, txn.transaction_category)
+        match = self._merchant(txn, text)
+        if (
+            match
+            and (match.start, match.words, match.merchant.name) == (0, 1, "BP")
+            and method == "faster_payment"
+            and clean_text(txn.merchant_name or "") != "bp"
+        ):
+            match = None  # HSBC's "BP" (bill payment) prefix, not the fuel brand
+        named = match.merchant if match and (not match.merchant.wrapper or match.merchant.keep_name) else None
+        merchant = named.name if named else (txn.merchant_name or None)
+        mtype = match.merchant.merchant_type if match else None
+        common = {"payment_method": method, "merchant_type": mtype}
+
+        rule = self.kb.keyword(self.kb.keywords_first, text, direction)
+        if rule:
+            name = merchant if (named or rule.category not in _NO_MERCHANT) else None
+            return self._finish(
+                txn, self._result(rule.category, rule.subcategory, 0.85, merchant=name, **common)
+            )
+
+        if match and not match.merchant.wrapper:
+            m = match.merchant
+            category, sub = m.category, m.subcategory
+            if direction == "credit" and m.credit_category:
+                category, sub = m.credit_category
+            elif direction == "credit" and not self._allows(category, "credit"):
+                category, sub = "refunds", "refund"
+            return self._finish(
+                txn, self._result(category, sub, 0.9 if match.exact else 0.75, merchant=m.name, **common)
+            )
+
+        mapped = self.kb.classification(txn.transaction_classification)
+        if mapped and self._allows(mapped[0], direction):
+            name = merchant or (_display_name(body) if mapped[0] not in _NO_MERCHANT else None)
+            return self._finish(
+                txn, self._result(mapped[0], mapped[1], 0.6, merchant=name, source="provider", **common)
+            )
+
+        # After a processor prefix ("SQ *THE LITTLE BAKERY") the rest is the merchant's own name.
+        rest = " ".join(text.split()[match.start + match.words :]) if match else body
+        rule = self.kb.keyword(self.kb.keywords_after, text, direction)
+        if rule:
+            name = merchant or (_display_name(rest) if rule.category not in _NO_MERCHANT else None)
+            return self._finish(
+                txn, self._result(rule.category, rule.subcategory, 0.55, merchant=name, **common)
+            )
+
+        if match:  # only a payment processor is known
+            m = match.merchant
+            category, sub = (
+                m.credit_category
+                if direction == "credit" and m.credit_category
+                else (
+                    m.category,
+                    m.subcategory,
+                )
+            )
+            if direction == "credit" and not self._allows(category, "credit"):
+                category, sub = "refunds", "refund"
+            name = merchant or _display_name(rest)
+            return self._finish(txn, self._result(category, sub, 0.4, merchant=name, **common))
+        return self._finish(txn, self._fallback(txn, method, body, merchant, common))
+
+    def _fallback(self, txn: TxnInput, method: str, body: str, merchant, common) -> Enrichment:
+        credit = txn.direction == "credit"
+        person = bool(_PERSON.match(body) or _PERSON.match(clean_text(txn.description)))
+        if method in _TRANSFER_METHODS or person or (txn.transaction_category or "").upper() == "TRANSFER":
+            return self._result("transfers", "from_others" if credit else "to_others", 0.5, **common)
+        if credit:
+            if method == "card":
+                return self._result(
+                    "refunds", "refund", 0.4, merchant=merchant or _display_name(body), **common
+                )
+            if method == "interest":
+                return self._result("income", "interest", 0.6, **common)
+            return self._result("income", "other_income", 0.3, **common)
+        if method == "cash":
+            return self._result("cash", "atm_withdrawal", 0.6, **common)
+        if method == "fee":
+            return self._result("fees", "bank_fees", 0.6, **common)
+        if method == "interest":
+            return self._result("fees", "interest_charged", 0.6, **common)
+        if method == "direct_debit":
+            return self._result("other", None, 0.3, merchant=merchant or _display_name(body), **common)
+        return self._result("unknown", None, 0.0, merchant=merchant or _display_name(body), **common)
+
+    def _merchant(self, txn: TxnInput, text: str) -> MerchantMatch | None:
+        found = self.kb.match_merchant(clean_text(txn.merchant_name)) if txn.merchant_name else None
+        in_text = self.kb.match_merchant(text)
+        if found is None or (in_text and in_text.rank()[:2] > found.rank()[:2]):
+            return in_text
+        return found
+
+    def _allows(self, category: str, direction: str) -> bool:
+        known = self.categories.get(category)
+        return bool(known and direction in known.directions)
+
+    def _finish(self, txn: TxnInput, result: Enrichment) -> Enrichment:
+        return enforce_direction(result, txn.direction, self.categories)

@@ -1,0 +1,56 @@
+"""How the money moved (card, direct debit, standing order…), from the text and TrueLayer's type.
+
+UK banks encode it in short prefixes/suffixes ("DD", "SO", "FPO", "BGC", ")))", "CPT"), so the
+description wins over TrueLayer's coarser `transaction_category` when both are present.
+"""
+
+from __future__ import annotations
+
+import re
+
+_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    ("direct_debit", re.compile(r"^(?:dd|ddr)\b|\b(?:dd|ddr)$|\bdirect debit\b|\bd/d\b")),
+    ("standing_order", re.compile(r"^(?:so|sto)\b|\b(?:so|sto)$|\bstanding order\b")),
+    ("cash", re.compile(r"\b(?:atm|cpt|cashpoint|notemac|cash withdrawal)\b|^cash\b|^(?:link|lnk)\b")),
+    ("faster_payment", re.compile(r"^(?:fpo|fpi|fp)\b|\bfaster payments?\b|\bbill payment\b")),
+    ("bank_credit", re.compile(r"^(?:bgc|bcc|bacs|cr)\b|\bbank credit\b|\bbacs\b")),
+    ("cheque", re.compile(r"\b(?:chq|cheque)\b")),
+    ("interest", re.compile(r"\binterest\b")),
+    ("fee", re.compile(r"\b(?:fee|charge|charges)\b")),
+    (
+        "card",
+        re.compile(
+            r"^(?:\)\)\)|vis|visa|pos|deb|clp)\b|^\)\)\)|\bcard payment\b|\bcontactless\b"
+            r"|\bvisa purchase\b|\bapple pay\b|\bgoogle pay\b|\bclp$"
+        ),
+    ),
+    ("transfer", re.compile(r"^tfr\b|\btfr$|\btransfer (?:to|from)\b|^transfer\b|\bpot transfer\b")),
+]
+
+_FROM_TRUELAYER = {
+    "DIRECT_DEBIT": "direct_debit",
+    "STANDING_ORDER": "standing_order",
+    "ATM": "cash",
+    "CASH": "cash",
+    "FEE_CHARGE": "fee",
+    "INTEREST": "interest",
+    "PURCHASE": "card",
+    "CASHBACK": "card",
+    "TRANSFER": "transfer",
+    "BILL_PAYMENT": "faster_payment",
+    "CREDIT": "bank_credit",
+    "CHEQUE": "cheque",
+    "DIVIDEND": "bank_credit",
+}
+
+
+def detect_payment_method(description: str, transaction_category: str | None) -> str:
+    text = " ".join((description or "").casefold().split())
+    tl = (transaction_category or "").upper()
+    # HSBC's "BP" (bill payment) prefix, unless TrueLayer says it was a purchase ("BP HIGHBURY": fuel).
+    if text.startswith("bp ") and tl in ("", "BILL_PAYMENT", "TRANSFER", "DEBIT", "OTHER"):
+        return "faster_payment"
+    for method, pattern in _PATTERNS:
+        if pattern.search(text):
+            return method
+    return _FROM_TRUELAYER.get(tl, "other")

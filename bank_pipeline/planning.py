@@ -1,0 +1,378 @@
+"""What a backfill will cost before it is launched: runs, bank calls, budget, model calls, money.
+
+A year-long backfill is cheap in Dagster runs and bank calls only if it coalesces (one run and a
+few windows per account, not one per day); this planner shows the numbers so a user can see that
+before pressing the button, and whether today's unattended-call budget can take it.
+
+Runs follow Dagster's single-run backfill policy for the account x day partitions: Dagster groups
+the selected keys by whichever dimension has fewer distinct keys, so normally (more days than
+accounts) it launches one run per account covering its whole date range; a backfill of fewer days
+than accounts is launched as one run per day spanning the accounts instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy import Engine
+
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import accounts, api_call_budget, enrichments, transactions
+from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, plan_windows
+
+HISTORY_DAYS = 90
+# Enrichment sources that cost a model call; every other source (override, rule, cache, provider) is free.
+MODEL_SOURCES = ("model", "llm")
+
+
+class PlanError(BankPipelineError, ValueError):
+    """The backfill cannot be planned as asked (bad range, unknown account, bad setting)."""
+
+
+@dataclass(frozen=True)
+class AccountPlan:
+    account_key: str
+    display_name: str | None
+    kind: str
+    active: bool
+    partitions: int  # account x day partition keys
+    runs: int  # Dagster runs touching this account (shared with other accounts when grouped by day)
+    windows: list[tuple[dt.date, dt.date]]  # booked-transaction requests
+    pending_call: bool  # the pending-transactions request (range ends within a week of today)
+    budget_used_today: int
+    budget_remaining_today: int
+    history_days: int  # days of loaded history the estimate is based on (0: none)
+    history_per_day: float | None
+    expected_transactions: float | None  # None: unknown (no loaded history)
+    expected_model_calls: int | None
+    estimated_cost_usd: Decimal | None
+
+    @property
+    def api_calls(self) -> int:
+        return len(self.windows) + int(self.pending_call)
+
+    @property
+    def fits_budget(self) -> bool:
+        return self.api_calls <= self.budget_remaining_today
+
+
+@dataclass(frozen=True)
+class BackfillPlan:
+    date_from: dt.date
+    date_to: dt.date
+    today: dt.date
+    budget_day: dt.date
+    days: int
+    run_grouping: str  # "account" (one run per account range) or "day" (one run per day)
+    runs: int
+    max_window_days: int
+    unattended_budget: int
+    enrich_batch_size: int
+    cache_hit_rate: float | None  # share of past enrichments that needed no model call
+    price_per_call_usd: Decimal | None
+    accounts: list[AccountPlan] = field(default_factory=list)
+
+    @property
+    def partitions(self) -> int:
+        return sum(a.partitions for a in self.accounts)
+
+    @property
+    def api_calls(self) -> int:
+        return sum(a.api_calls for a in self.accounts)
+
+    @property
+    def fits_budget(self) -> bool:
+        return all(a.fits_budget for a in self.accounts)
+
+    @property
+    def expected_transactions(self) -> float | None:
+        """Sum over accounts with history; None when no account has any."""
+        known = [a.expected_transactions for a in self.accounts if a.expected_transactions is not None]
+        return sum(known) if known else None
+
+    @property
+    def expected_model_calls(self) -> int | None:
+        known = [a.expected_model_calls for a in self.accounts if a.expected_model_calls is not None]
+        return sum(known) if known else None
+
+    @property
+    def estimated_cost_usd(self) -> Decimal | None:
+        known = [a.estimated_cost_usd for a in self.accounts if a.estimated_cost_usd is not None]
+        return sum(known, Decimal(0)) if known else None
+
+    @property
+    def unknown_history(self) -> list[str]:
+        return [a.account_key for a in self.accounts if a.expected_transactions is None]
+
+
+def _as_date(value: dt.date | str, name: str) -> dt.date:
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise PlanError(f"--{name} must be a date like 2026-01-31, got {value!r}") from exc
+
+
+def _select_accounts(conn, account_keys: Iterable[str] | None) -> list[dict]:
+    columns = [
+        accounts.c.id,
+        accounts.c.account_key,
+        accounts.c.display_name,
+        accounts.c.kind,
+        accounts.c.active,
+    ]
+    if account_keys is None:
+        rows = conn.execute(
+            sa.select(*columns).where(accounts.c.active.is_(True)).order_by(accounts.c.account_key)
+        ).mappings()
+        return [dict(r) for r in rows]
+    wanted = list(dict.fromkeys(account_keys))
+    rows = {
+        r["account_key"]: dict(r)
+        for r in conn.execute(sa.select(*columns).where(accounts.c.account_key.in_(wanted))).mappings()
+    }
+    missing = [key for key in wanted if key not in rows]
+    if missing:
+        known = list(
+            conn.execute(sa.select(accounts.c.account_key).order_by(accounts.c.account_key)).scalars()
+        )
+        hint = (
+            f"known accounts: {', '.join(known[:20])}{' …' if len(known) > 20 else ''}"
+            if known
+            else "no accounts are connected yet"
+        )
+        raise PlanError(f"unknown account key{'s' if len(missing) > 1 else ''} {', '.join(missing)} ({hint})")
+    return [rows[key] for key in wanted]
+
+
+def _history_rate(conn, account_id: int) -> tuple[int, float | None]:
+    """(days of history used, booked transactions per day) over the last 90 days of loaded history."""
+    first, last = conn.execute(
+        sa.select(sa.func.min(transactions.c.booking_date), sa.func.max(transactions.c.booking_date)).where(
+            transactions.c.account_id == account_id
+        )
+    ).one()
+    if last is None:
+        return 0, None
+    first, last = _as_date(first, "history"), _as_date(last, "history")
+    start = max(first, last - dt.timedelta(days=HISTORY_DAYS - 1))
+    count = conn.execute(
+        sa.select(sa.func.count()).where(
+            transactions.c.account_id == account_id, transactions.c.booking_date >= start
+        )
+    ).scalar_one()
+    days = (last - start).days + 1
+    return days, count / days
+
+
+def _cache_hit_rate(conn) -> float | None:
+    """Share of all past enrichments that came from a free tier (override, rule, cache, provider)."""
+    total, model = conn.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.coalesce(sa.func.sum(sa.case((enrichments.c.source.in_(MODEL_SOURCES), 1), else_=0)), 0),
+        )
+    ).one()
+    return None if not total else 1 - int(model) / int(total)
+
+
+def plan_backfill(
+    engine: Engine,
+    date_from: dt.date | str,
+    date_to: dt.date | str,
+    account_keys: Iterable[str] | None = None,
+    *,
+    max_window_days: int,
+    enrich_batch_size: int,
+    price_per_call_estimate: Decimal | float | str | None,
+    unattended_budget: int,
+    today: dt.date | None = None,
+    budget_day: dt.date | None = None,
+) -> BackfillPlan:
+    """Plan importing `date_from..date_to` (inclusive) for the given accounts (default: all active).
+
+    `price_per_call_estimate` is the expected USD cost of one model call (None: unknown, e.g. no
+    pricing for the model); `unattended_budget` the bank's unattended calls per account per day;
+    `today` (the last day with a partition; pass the local date) and `budget_day` (the UTC day the
+    budget counts, as in `limits.UnattendedBudget`) default to the current UTC date.
+    """
+    start, end = _as_date(date_from, "from"), _as_date(date_to, "to")
+    today = today or utcnow().date()
+    budget_day = budget_day or utcnow().date()
+    if start > end:
+        raise PlanError(f"invalid date range: --from {start.isoformat()} is after --to {end.isoformat()}")
+    if end > today:
+        raise PlanError(
+            f"--to {end.isoformat()} is in the future (today is {today.isoformat()}); "
+            "there are no partitions for days that have not started"
+        )
+    if max_window_days < 1:
+        raise PlanError(f"max_window_days must be at least 1, got {max_window_days}")
+    if enrich_batch_size < 1:
+        raise PlanError(f"enrich_batch_size must be at least 1, got {enrich_batch_size}")
+    price = None if price_per_call_estimate is None else Decimal(str(price_per_call_estimate))
+    days = (end - start).days + 1
+    all_days = [start + dt.timedelta(days=i) for i in range(days)]
+    windows = plan_windows(all_days, max_window_days)
+    pending = end >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS)
+
+    with engine.connect() as conn:
+        selected = _select_accounts(conn, account_keys)
+        hit_rate = _cache_hit_rate(conn)
+        used_today = dict(
+            conn.execute(
+                sa.select(api_call_budget.c.account_id, api_call_budget.c.unattended_calls).where(
+                    api_call_budget.c.day == budget_day
+                )
+            ).all()
+        )
+        grouping = "account" if len(selected) <= days else "day"
+        plans = []
+        for account in selected:
+            history_days, per_day = _history_rate(conn, account["id"])
+            expected = None if per_day is None else per_day * days
+            model_calls = cost = None
+            if expected is not None:
+                uncached = expected * (1 - (hit_rate or 0.0))
+                model_calls = math.ceil(round(uncached, 6) / enrich_batch_size)
+                cost = None if price is None else (price * model_calls).quantize(Decimal("0.0001"))
+            used = int(used_today.get(account["id"], 0))
+            plans.append(
+                AccountPlan(
+                    account_key=account["account_key"],
+                    display_name=account["display_name"],
+                    kind=account["kind"],
+                    active=bool(account["active"]),
+                    partitions=days,
+                    runs=1 if grouping == "account" else days,
+                    windows=list(windows),
+                    pending_call=pending,
+                    budget_used_today=used,
+                    budget_remaining_today=max(0, unattended_budget - used),
+                    history_days=history_days,
+                    history_per_day=per_day,
+                    expected_transactions=expected,
+                    expected_model_calls=model_calls,
+                    estimated_cost_usd=cost,
+                )
+            )
+    runs = 0 if not plans else (len(plans) if grouping == "account" else days)
+    return BackfillPlan(
+        date_from=start,
+        date_to=end,
+        today=today,
+        budget_day=budget_day,
+        days=days,
+        run_grouping=grouping,
+        runs=runs,
+        max_window_days=max_window_days,
+        unattended_budget=unattended_budget,
+        enrich_batch_size=enrich_batch_size,
+        cache_hit_rate=hit_rate,
+        price_per_call_usd=price,
+        accounts=plans,
+    )
+
+
+def _num(value: float | None, unknown: str = "unknown") -> str:
+    return unknown if value is None else f"{value:,.0f}"
+
+
+def _money(value: Decimal | None) -> str:
+    return "unknown" if value is None else f"${value:,.2f}"
+
+
+def format_plan(plan: BackfillPlan) -> str:
+    """A readable table with one line per account and the totals."""
+    lines = [
+        f"Backfill {plan.date_from.isoformat()} .. {plan.date_to.isoformat()} "
+        f"({plan.days} day{'s' if plan.days != 1 else ''}) for {len(plan.accounts)} account"
+        f"{'s' if len(plan.accounts) != 1 else ''}",
+    ]
+    if not plan.accounts:
+        lines.append("No active accounts: connect a bank first (`bank-pipeline connect`).")
+        return "\n".join(lines)
+    header = (
+        "account",
+        "name",
+        "partitions",
+        "runs",
+        "bank calls",
+        "budget today",
+        "exp. txns",
+        "model calls",
+        "est. cost",
+    )
+    rows = []
+    for a in plan.accounts:
+        calls = f"{len(a.windows)}+{int(a.pending_call)}={a.api_calls}"
+        budget = f"{a.budget_remaining_today} left, {'fits' if a.fits_budget else 'NO'}"
+        name = (a.display_name or a.kind) + ("" if a.active else " (inactive)")
+        rows.append(
+            (a.account_key, name[:24], f"{a.partitions:,}", str(a.runs), calls, budget,
+             _num(a.expected_transactions), _num(a.expected_model_calls), _money(a.estimated_cost_usd))
+        )  # fmt: skip
+    total_budget = "fits" if plan.fits_budget else "NO"
+    rows.append(
+        ("total", "", f"{plan.partitions:,}", str(plan.runs), str(plan.api_calls), total_budget,
+         _num(plan.expected_transactions), _num(plan.expected_model_calls), _money(plan.estimated_cost_usd))
+    )  # fmt: skip
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    right = {2, 3, 4, 6, 7, 8}
+
+    def fmt(row) -> str:
+        return "  ".join(
+            str(c).rjust(w) if i in right else str(c).ljust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ).rstrip()
+
+    lines += [
+        fmt(header),
+        fmt(["-" * w for w in widths]),
+        *[fmt(r) for r in rows[:-1]],
+        fmt(["-" * w for w in widths]),
+        fmt(rows[-1]),
+    ]
+    if plan.run_grouping == "account":
+        lines.append(
+            f"Runs: single-run backfill policy, one Dagster run per account for its whole range "
+            f"(not {plan.partitions:,} runs of one partition)."
+        )
+    else:
+        lines.append(
+            f"Runs: single-run backfill policy; fewer days than accounts, so Dagster launches one run per day "
+            f"covering the accounts ({plan.runs} run{'s' if plan.runs != 1 else ''})."
+        )
+    lines.append(
+        f"Bank calls: booked windows of at most {plan.max_window_days} days + one pending call when the range ends "
+        f"within {PENDING_NEAR_TODAY_DAYS} days of today; budget is {plan.unattended_budget} unattended calls per account "
+        f"per UTC day (used so far on {plan.budget_day.isoformat()})."
+    )
+    if not plan.fits_budget:
+        short = [a.account_key for a in plan.accounts if not a.fits_budget]
+        lines.append(
+            f"Over today's unattended budget for {', '.join(short)}: the run fails once the budget is spent (windows already fetched stay landed); "
+            "re-run the rest after 00:00 UTC, or run it attended (with the user present, TRUELAYER_PSU_IP set)."
+        )
+    rate = (
+        "no enrichment history, assumed 0%" if plan.cache_hit_rate is None else f"{plan.cache_hit_rate:.0%}"
+    )
+    price = "unknown" if plan.price_per_call_usd is None else f"${plan.price_per_call_usd:.4f} per call"
+    lines.append(
+        f"Model calls: expected transactions not served by overrides/rules/cache ({rate} historically) "
+        f"/ batch size {plan.enrich_batch_size}; price {price}."
+    )
+    if plan.unknown_history:
+        lines.append(
+            f"Expected transactions unknown for {', '.join(plan.unknown_history)}: no loaded history yet."
+        )
+    return "\n".join(lines)

@@ -1,0 +1,277 @@
+"""A local fake of Anthropic's Messages API (`POST /v1/messages`) on a real loopback HTTP server.
+
+The official SDK is pointed at it by base URL, so tests exercise the real client: headers,
+JSON bodies, status codes, `retry-after`. It answers with a `tool_use` block for the forced tool,
+one item per transaction id found in the user message (by default: a plausible category chosen
+from the tool's enum), and a `usage` computed deterministically from the request size (about
+four characters a token; the system prompt + tools count as a cache write the first time a
+prefix is seen and as a cache read afterwards, when marked `cache_control` and long enough).
+
+Scriptable: `fail_next(k, status)` answers the next k requests with 429/529/500…;
+`script(*behaviours)` alters the next successful responses one each: "shuffle", "reverse",
+"drop" / ("drop", n), "extra", "invalid_category", "duplicate", "duplicate_conflict",
+"no_tool". Everything received is kept in `requests`; `usage_totals` sums what was reported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_ERRORS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    429: "rate_limit_error",
+    500: "api_error",
+    503: "api_error",
+    529: "overloaded_error",
+}
+
+
+def _tokens(value: Any) -> int:
+    text = value if isinstance(value, str) else json.dumps(value, separators=(",", ":"), sort_keys=True)
+    return max(1, math.ceil(len(text) / 4))
+
+
+def default_answer(txn: dict, labels: list[str]) -> dict:
+    """A deterministic, plausible answer: enough for tests that do not care about the label."""
+    text = (txn.get("description") or "").casefold()
+    credit = txn.get("direction") == "credit"
+    guesses = [
+        ("salary", "income"),
+        ("refund", "refunds"),
+        ("tesco", "groceries"),
+        ("sainsbury", "groceries"),
+        ("tfl", "transport"),
+        ("uber", "transport"),
+        ("netflix", "subscriptions"),
+        ("pret", "dining"),
+        ("gas", "utilities"),
+        ("transfer", "transfers"),
+    ]
+    category = next((c for word, c in guesses if word in text), "transfers" if credit else "shopping")
+    if category not in labels:
+        category = "unknown"
+    return {
+        "category": category,
+        "subcategory": None,
+        "merchant": (txn.get("merchant_name") or txn.get("description") or "").split("  ")[0][:40] or None,
+        "merchant_type": None,
+        "essential": category in ("groceries", "utilities", "transport"),
+        "payment_method": "card",
+        "confidence": 0.8,
+    }
+
+
+class FakeAnthropic:
+    def __init__(
+        self, answer: Callable[[dict, list[str]], dict] = default_answer, min_cache_tokens: int = 1024
+    ):
+        self.answer = answer
+        self.min_cache_tokens = min_cache_tokens
+        self.requests: list[dict] = []  # every request body received (failures included)
+        self.headers: list[dict] = []
+        self.responses = 0  # successful (200) responses
+        self.usage_totals = {
+            "input_tokens": 0,
+            "output_tokens": 0,
+            "cache_creation_input_tokens": 0,
+            "cache_read_input_tokens": 0,
+        }
+        self._failures: list[int] = []
+        self._script: list = []
+        self._prefixes: set[str] = set()
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # --- scripting -------------------------------------------------------------------------
+
+    def fail_next(self, count: int, status: int = 429) -> None:
+        with self._lock:
+            self._failures.extend([status] * count)
+
+    def script(self, *behaviours) -> None:
+        with self._lock:
+            self._script.extend(behaviours)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.requests.clear()
+            self.headers.clear()
+            self.responses = 0
+            for k in self.usage_totals:
+                self.usage_totals[k] = 0
+
+    @property
+    def message_requests(self) -> list[dict]:
+        return [r for r in self.requests if "messages" in r]
+
+    # --- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        assert self._server is not None
+        host, port = self._server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeAnthropic:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):  # keep test output quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                length = int(self.headers.get("content-length") or 0)
+                body = self.rfile.read(length) if length else b""
+                status, payload, extra = fake._handle(self.path, dict(self.headers), body)
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(data)))
+                self.send_header("request-id", f"req_fake_{len(fake.requests)}")
+                for name, value in extra.items():
+                    self.send_header(name, value)
+                self.end_headers()
+                self.wfile.write(data)
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, args=(0.05,), name="fake-anthropic", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self._server:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> FakeAnthropic:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # --- the API ---------------------------------------------------------------------------
+
+    def _error(self, status: int, message: str):
+        extra = {"retry-after": "0"} if status in (429, 529) else {}
+        if status >= 500:
+            extra["x-should-retry"] = "true"
+        body = {"type": "error", "error": {"type": _ERRORS.get(status, "api_error"), "message": message}}
+        return status, body, extra
+
+    def _handle(self, path: str, headers: dict, raw: bytes):
+        try:
+            request = json.loads(raw or b"{}")
+        except ValueError:
+            request = {}
+        with self._lock:
+            self.requests.append(request)
+            self.headers.append({k.lower(): v for k, v in headers.items()})
+            failure = self._failures.pop(0) if self._failures else None
+            behaviour = None
+        if path.rstrip("/") != "/v1/messages":
+            return self._error(404, f"no route {path}")
+        if not {k.lower() for k in headers} & {"x-api-key", "authorization"}:
+            return self._error(401, "missing x-api-key")
+        if failure:
+            return self._error(failure, "scripted failure")
+        for needed in ("model", "max_tokens", "messages"):
+            if needed not in request:
+                return self._error(400, f"{needed}: Field required")
+        with self._lock:
+            behaviour = self._script.pop(0) if self._script else None
+        tool = (request.get("tools") or [{}])[0]
+        item_schema = tool.get("input_schema", {}).get("properties", {}).get("items", {}).get("items", {})
+        labels = item_schema.get("properties", {}).get("category", {}).get("enum", ["unknown"])
+        transactions = self._transactions(request)
+        items = [{"id": t.get("id"), **self.answer(t, labels)} for t in transactions]
+        items, no_tool = self._apply(behaviour, items)
+        content: list[dict] = []
+        tool_input = {"items": items}
+        if no_tool:
+            content.append({"type": "text", "text": "I cannot help with that."})
+        else:
+            content.append(
+                {"type": "tool_use", "id": "toolu_fake", "name": tool.get("name"), "input": tool_input}
+            )
+        usage = self._usage(request, content)
+        with self._lock:
+            self.responses += 1
+            for k, v in usage.items():
+                self.usage_totals[k] += v
+        body = {
+            "id": f"msg_fake_{len(self.requests)}",
+            "type": "message",
+            "role": "assistant",
+            "model": request["model"],
+            "content": content,
+            "stop_reason": "end_turn" if no_tool else "tool_use",
+            "stop_sequence": None,
+            "usage": usage,
+        }
+        return 200, body, {}
+
+    @staticmethod
+    def _transactions(request: dict) -> list[dict]:
+        for message in request.get("messages", []):
+            content = message.get("content")
+            texts = [content] if isinstance(content, str) else [b.get("text", "") for b in content or []]
+            for text in texts:
+                start = text.find("{")
+                if start >= 0:
+                    try:
+                        return json.loads(text[start:]).get("transactions", [])
+                    except ValueError:
+                        continue
+        return []
+
+    @staticmethod
+    def _apply(behaviour, items: list[dict]) -> tuple[list[dict], bool]:
+        name, arg = (
+            (behaviour if isinstance(behaviour, tuple) else (behaviour, None)) if behaviour else (None, None)
+        )
+        if name in ("shuffle", "reverse"):
+            return list(reversed(items)), False
+        if name == "drop":
+            return items[arg or 1 :], False
+        if name == "extra":
+            return items + [{**(items[0] if items else {}), "id": "999999999", "category": "shopping"}], False
+        if name == "invalid_category":
+            return [{**items[0], "category": "not_a_category"}] + items[1:], False
+        if name == "duplicate":
+            return items + [dict(items[0])], False
+        if name == "duplicate_conflict":
+            return items + [{**items[0], "category": "unknown"}], False
+        if name == "no_tool":
+            return [], True
+        return items, False
+
+    def _usage(self, request: dict, content: list[dict]) -> dict:
+        system, tools = request.get("system"), request.get("tools")
+        prefix_tokens = _tokens(system or "") + _tokens(tools or [])
+        rest = _tokens(request.get("messages", [])) + 8
+        marked = "cache_control" in json.dumps([system, tools])
+        usage = {"input_tokens": rest, "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0}
+        if marked and prefix_tokens >= self.min_cache_tokens:
+            digest = hashlib.sha256(json.dumps([request.get("model"), system, tools]).encode()).hexdigest()
+            with self._lock:
+                seen = digest in self._prefixes
+                self._prefixes.add(digest)
+            usage["cache_read_input_tokens" if seen else "cache_creation_input_tokens"] = prefix_tokens
+        else:
+            usage["input_tokens"] += prefix_tokens
+        usage["output_tokens"] = _tokens([b.get("input", b.get("text")) for b in content]) + 5
+        return usage
