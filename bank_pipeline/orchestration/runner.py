@@ -63,6 +63,18 @@ def _metadata_by_asset(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
     return out
 
 
+def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
+    """The first failed step's own explanation (a `Failure` description or the error message)."""
+    for event in result.all_events:
+        if event.event_type_value == "STEP_FAILURE":
+            data = event.step_failure_data
+            if data.user_failure_data and data.user_failure_data.description:
+                return data.user_failure_data.description
+            if data.error:
+                return data.error.message.strip()
+    return "run failed"
+
+
 def run_imports(
     instance: dg.DagsterInstance,
     settings: Settings,
@@ -84,9 +96,6 @@ def run_imports(
         tags = {**range_tags(key, first, last), **(extra_tags or {})}
         result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
-        error = None
-        if not result.success:
-            failures = [e.message for e in result.all_events if e.event_type_value in ("STEP_FAILURE", "RUN_FAILURE")]
-            error = failures[0] if failures else "run failed"
+        error = None if result.success else _failure_reason(result)
         outcomes.append(RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error))
     return outcomes
