@@ -16,15 +16,13 @@ import hashlib
 import logging
 import re
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from bank_pipeline.crypto import TokenCipher
-from bank_pipeline.db import utcnow
+from bank_pipeline.db import utcnow, write_transaction
 from bank_pipeline.db.schema import accounts, connections, oauth_states
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.truelayer.auth import AuthClient, generate_pkce
@@ -45,25 +43,6 @@ RECONNECT_HINT = "run `bank-pipeline connect` again to re-authorise it"
 # --- small helpers ------------------------------------------------------------------------------
 
 
-@contextmanager
-def write_transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
-    """A transaction that holds the write lock from its first statement.
-
-    SQLite: `BEGIN IMMEDIATE` (one writer at a time; others wait on busy_timeout). PostgreSQL: an
-    ordinary transaction — callers lock the rows they read with `.with_for_update()`.
-    """
-    if engine.dialect.name == "sqlite":
-        with engine.connect() as conn:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-    else:
-        with engine.begin() as conn:
-            yield conn
 
 
 def aware(value: dt.datetime | None) -> dt.datetime | None:

@@ -10,14 +10,16 @@ import datetime as dt
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
 from sqlalchemy.dialects import sqlite
 
+from bank_pipeline.db import write_transaction
 from bank_pipeline.db.schema import raw_fetches
+
+__all__ = ["write_transaction"]  # re-exported for the stages
 
 # Keys per IN list (SQLite allows 32,766 bind parameters, PostgreSQL 65,535).
 CHUNK_KEYS = 5000
@@ -32,22 +34,6 @@ def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
         yield items[start : start + size]
 
 
-@contextmanager
-def write_transaction(engine: Engine) -> Iterator[Connection]:
-    """A transaction that writes. On SQLite it takes the write lock up front (BEGIN IMMEDIATE), so
-    concurrent writers queue on busy_timeout instead of failing to upgrade a read snapshot."""
-    with engine.connect() as conn:
-        if conn.dialect.name == "sqlite":
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
-            try:
-                yield conn
-            except BaseException:
-                conn.rollback()
-                raise
-            conn.commit()
-        else:
-            with conn.begin():
-                yield conn
 
 
 def _copy_values(table: sa.Table, columns: Sequence[str], rows: Iterable[dict]) -> Iterator[tuple]:
