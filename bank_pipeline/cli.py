@@ -29,10 +29,13 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    # Our own progress at INFO; libraries (httpx, alembic, dagster) only warn unless -v.
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
+        level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    if not args.verbose:
+        logging.getLogger("bank_pipeline").setLevel(logging.INFO)
     try:
         return int(args.func(args) or 0)
     except BankPipelineError as exc:

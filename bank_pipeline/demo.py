@@ -53,7 +53,9 @@ class DemoSummary:
         return sum(int(r.metadata.get(asset, {}).get(name, 0) or 0) for r in self.runs)
 
 
-def run_demo(settings: Settings, *, user: str = "alice", days: int = 90, seed: int = 42) -> DemoSummary:
+def run_demo(
+    settings: Settings, *, user: str = "alice", days: int = 90, seed: int = 42, progress=print
+) -> DemoSummary:
     from bank_pipeline.connections import connect
 
     if settings.truelayer_env != "simulator":
@@ -62,7 +64,8 @@ def run_demo(settings: Settings, *, user: str = "alice", days: int = 90, seed: i
     settings.home.mkdir(parents=True, exist_ok=True)
     migrate(make_engine(settings.database_url))
     ensure_dagster_home(settings)
-    with simulator_for(settings, seed) as (_sim, sim_settings):
+    with simulator_for(settings, seed) as (sim, sim_settings):
+        progress(f"Local TrueLayer simulator at {sim.base_url}; connecting mock user {user!r} (OAuth + PKCE) ...")
         # The person running the demo is present: calls are attended (no 4-a-day limit).
         sim_settings = dataclasses.replace(sim_settings, psu_ip=sim_settings.psu_ip or "127.0.0.1")
         result = connect(sim_settings, simulator_user=user, open_browser=False)
@@ -70,7 +73,10 @@ def run_demo(settings: Settings, *, user: str = "alice", days: int = 90, seed: i
         last = last_complete_day(dt.datetime.now(dt.timezone.utc), settings.timezone)
         first = last - dt.timedelta(days=days - 1)
         with dg.DagsterInstance.get() as instance:
-            runs = run_imports(instance, sim_settings, keys, first, last, extra_tags={"bank_pipeline/trigger": "demo"})
+            progress(f"Backfilling {first} .. {last} through Dagster (one run per account; "
+                     f"instance at {instance.root_directory}):")
+            runs = run_imports(instance, sim_settings, keys, first, last,
+                               extra_tags={"bank_pipeline/trigger": "demo"}, progress=progress)
     return DemoSummary(result.accounts, runs, first, last, time.perf_counter() - started)
 
 

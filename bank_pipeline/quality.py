@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from itertools import groupby
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
@@ -24,42 +25,57 @@ def duplicate_provider_ids(engine: Engine) -> list[dict]:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) -> list[dict]:
-    """Consecutive ledger rows whose running balances do not add up: a transaction is missing.
+def _chain(start: Decimal, rows: list, tolerance: Decimal) -> tuple[Decimal, list]:
+    """Order one day's rows so each balance = previous + amount; return the final
+    balance and the rows that could not be chained (each a missing transaction or a gap)."""
+    left, balance = list(rows), start
+    while left:
+        nxt = next((r for r in left if abs(balance + r[1] - r[2]) <= tolerance), None)
+        if nxt is None:
+            return left[-1][2], left
+        left.remove(nxt)
+        balance = nxt[2]
+    return balance, []
 
-    Rows are taken in posting order (instant, then load order); only rows where the bank sent a
-    running balance are compared.
+
+def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) -> list[dict]:
+    """Places where running balances do not add up: a transaction is missing between them.
+
+    Rows are walked day by day. Within a day, posting order is unknowable from timestamps (banks
+    stamp many rows with a bare date at midnight beside others with exact times), so any order
+    that chains is accepted. Only rows
+    where the bank sent a running balance are compared; the first row of an account starts it.
     """
     t = transactions
-    ordered = (
-        sa.select(
-            t.c.account_id,
-            t.c.id,
-            t.c.booking_date,
-            t.c.amount,
-            t.c.running_balance,
-            sa.func.lag(t.c.running_balance)
-            .over(partition_by=t.c.account_id, order_by=(t.c.booked_at, t.c.id))
-            .label("previous_balance"),
-        )
+    query = (
+        sa.select(t.c.account_id, t.c.id, t.c.booked_at, t.c.booking_date, t.c.amount, t.c.running_balance)
         .where(t.c.running_balance.is_not(None))
-        .subquery()
+        .order_by(t.c.account_id, t.c.booking_date, t.c.booked_at, t.c.id)
     )
-    query = sa.select(ordered).where(ordered.c.previous_balance.is_not(None))
-    gaps = []
+    gaps: list[dict] = []
     with engine.connect() as conn:
-        for row in conn.execute(query):
-            expected = Decimal(row.previous_balance) + Decimal(row.amount)
-            if abs(expected - Decimal(row.running_balance)) > tolerance:
-                gaps.append(
-                    {
-                        "account_id": row.account_id,
-                        "transaction_id": row.id,
-                        "booking_date": row.booking_date.isoformat(),
-                        "expected_balance": str(expected),
-                        "bank_balance": str(row.running_balance),
-                    }
-                )
+        rows = [
+            (r.account_id, r.booked_at, r.booking_date, r.id, Decimal(str(r.amount)), Decimal(str(r.running_balance)))
+            for r in conn.execute(query)
+        ]
+    for account_id, account_rows in groupby(rows, key=lambda r: r[0]):
+        balance = None
+        for booking_date, group in groupby(account_rows, key=lambda r: r[2]):
+            items = [(r[3], r[4], r[5]) for r in group]
+            if balance is None:  # the first day: any row whose predecessor isn't in the group starts it
+                balances = {b for _, _, b in items}
+                starts = [i for i in items if (i[2] - i[1]) not in balances] or items[:1]
+                balance = starts[0][2] - starts[0][1]
+            balance, unchained = _chain(balance, items, tolerance)
+            gaps.extend(
+                {
+                    "account_id": account_id,
+                    "transaction_id": tid,
+                    "booking_date": booking_date.isoformat(),
+                    "bank_balance": str(bank_balance),
+                }
+                for tid, _amount, bank_balance in unchained
+            )
     return gaps
 
 

@@ -65,11 +65,9 @@ def _import(args) -> int:
     keys = _active_account_keys(settings, args.account)
     ensure_dagster_home(settings)
     with dg.DagsterInstance.get() as instance:
-        outcomes = run_imports(instance, settings, keys, first, last, extra_tags={"bank_pipeline/trigger": "cli"})
-    for run in outcomes:
-        loaded = run.metadata.get("loaded_transactions", {})
-        state = "ok" if run.success else f"FAILED: {run.error}"
-        print(f"{run.account_key}  run {run.run_id}  inserted {loaded.get('inserted', 0)}  {state}")
+        outcomes = run_imports(
+            instance, settings, keys, first, last, extra_tags={"bank_pipeline/trigger": "cli"}, progress=print
+        )
     return 0 if all(r.success for r in outcomes) else 1
 
 

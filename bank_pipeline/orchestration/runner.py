@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -83,8 +85,14 @@ def run_imports(
     last: dt.date,
     *,
     extra_tags: dict[str, str] | None = None,
+    progress: Callable[[str], None] | None = None,
+    console_log_level: str = "WARNING",
 ) -> list[RunOutcome]:
-    """One run per account over first..last, after registering the accounts as partitions."""
+    """One run per account over first..last, after registering the accounts as partitions.
+
+    The run's full event log is in the instance (and the UI); the console gets warnings and a
+    line per account from `progress`.
+    """
     from bank_pipeline.db import make_engine
     from bank_pipeline.limits import release_leases
 
@@ -92,10 +100,20 @@ def run_imports(
     job = import_job(settings)
     engine = make_engine(settings.database_url)
     outcomes = []
-    for key in account_keys:
+    run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
+    for number, key in enumerate(account_keys, start=1):
+        if progress:
+            progress(f"[{number}/{len(account_keys)}] importing {key} {first}..{last} ...")
+        started = time.perf_counter()
         tags = {**range_tags(key, first, last), **(extra_tags or {})}
-        result = job.execute_in_process(instance=instance, tags=tags, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
         error = None if result.success else _failure_reason(result)
-        outcomes.append(RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error))
+        outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error)
+        outcomes.append(outcome)
+        if progress:
+            loaded = outcome.metadata.get("loaded_transactions", {})
+            state = "ok" if result.success else f"FAILED: {error}"
+            progress(f"      run {result.run_id[:8]}: {loaded.get('inserted', 0)} new transactions, "
+                     f"{time.perf_counter() - started:.1f}s, {state}")
     return outcomes

@@ -532,8 +532,10 @@ def render_txn(t: Txn, spec: AccountSpec, nonce: str, pending: bool) -> dict:
 
 def _corrupt(results: list[dict], kind: str, n: int) -> tuple[list[dict], str | None]:
     """Apply a malformed-row fault; returns (results, kind actually applied)."""
-    if not results or kind == "truncated":
+    if kind == "truncated":
         return results, "truncated"
+    if not results:  # no row to corrupt: a row-level fault leaves an empty answer as it is
+        return results, None
     i = len(results) // 2
     row = dict(results[i])
     if kind == "missing_field":

@@ -1,0 +1,71 @@
+"""The ledger checks: they pass on clean data and catch what they exist to catch."""
+
+import datetime as dt
+from decimal import Decimal
+
+import sqlalchemy as sa
+
+from bank_pipeline import quality
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import accounts, connections, quarantine, transactions
+
+
+def _account(conn) -> int:
+    now = utcnow()
+    cid = conn.execute(connections.insert().values(status="active", created_at=now, updated_at=now)
+                       .returning(connections.c.id)).scalar_one()
+    return conn.execute(accounts.insert().values(
+        account_key="aq1", identity="sort:1:2", connection_id=cid, kind="account", provider_account_id="p",
+        created_at=now, updated_at=now).returning(accounts.c.id)).scalar_one()
+
+
+def _ledger(engine, amounts_by_day: list[tuple[int, str, str]], skip: set[int] = frozenset()) -> None:
+    """Rows (day, amount, hh:mm) posted in order from a 100.00 opening balance; `skip` drops rows by index."""
+    with engine.begin() as conn:
+        account_id = _account(conn)
+        balance = Decimal("100.00")
+        rows = []
+        for i, (day, amount, clock) in enumerate(amounts_by_day):
+            balance += Decimal(amount)
+            if i in skip:
+                continue
+            when = dt.datetime.fromisoformat(f"2026-03-{day:02d}T{clock}:00+00:00")
+            rows.append(dict(dedup_key=f"k{i}", account_id=account_id, transaction_id=f"t{i}",
+                             booking_date=when.date(), booked_at=when, amount=Decimal(amount), currency="GBP",
+                             direction="debit" if amount.startswith("-") else "credit", description=f"row {i}",
+                             running_balance=balance, loaded_at=utcnow()))
+        # Insert the day's rows in reverse: load order must not matter, nor midnight stamps.
+        conn.execute(transactions.insert(), list(reversed(rows)))
+
+
+POSTINGS = [(1, "-3.40", "00:00"), (1, "-12.00", "09:15"), (1, "2500.00", "00:00"),
+            (2, "-40.26", "00:00"), (2, "-3.40", "00:00"), (3, "-1250.00", "07:00")]
+
+
+def test_balances_that_add_up_in_any_same_day_order_pass(engine):
+    _ledger(engine, POSTINGS)
+    assert quality.running_balance_gaps(engine) == []
+
+
+def test_a_missing_transaction_is_a_gap(engine):
+    _ledger(engine, POSTINGS, skip={3})
+    gaps = quality.running_balance_gaps(engine)
+    assert [g["booking_date"] for g in gaps] == ["2026-03-02"]
+
+
+def test_duplicates_and_unexplained_quarantine_are_counted(engine):
+    with engine.begin() as conn:
+        account_id = _account(conn)
+        now = utcnow()
+        for key in ("a", "b"):
+            conn.execute(transactions.insert().values(
+                dedup_key=key, account_id=account_id, transaction_id=key, normalised_provider_transaction_id="same",
+                booking_date=dt.date(2026, 3, 1), booked_at=now, amount=1, currency="GBP", direction="credit",
+                description="x", loaded_at=now))
+        conn.execute(quarantine.insert().values(account_id=account_id, partition_date=dt.date(2026, 3, 1),
+                                                reason="amount is '12,50'", payload="{}", created_at=now))
+    assert quality.duplicate_provider_ids(engine)[0]["copies"] == 2
+    assert quality.unexplained_quarantine(engine) == 1
+    with engine.begin() as conn:
+        conn.execute(sa.update(quarantine).values(resolved_at=utcnow(), resolution="bank error, ignored"))
+    assert quality.unexplained_quarantine(engine) == 0
