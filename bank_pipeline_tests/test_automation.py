@@ -67,7 +67,7 @@ def test_signed_webhook_becomes_a_sensor_run_that_loads_and_enriches(db_url, sim
     settings = settings_for(db_url, sim, tmp_path / "home", unattended_daily_budget=1000)
     pipe = Pipeline(settings, sim, instance, "alice")
     pipe.run(TODAY - dt.timedelta(days=20), TODAY - dt.timedelta(days=3))
-    current = next(a for a in pipe.accounts if a["kind"] == "account")
+    current = next(a for a in pipe.accounts if a["account_type"] == "TRANSACTION")
 
     # Two days later the bank has news about the last three days.
     pipe.sim_admin("POST", "clock", json={"today": (TODAY + dt.timedelta(days=2)).isoformat()})
@@ -131,7 +131,7 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
     faults = FaultConfig(unattended_limit=None, latency_ms=400)
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=faults), unattended_daily_budget=1000,
                             max_window_days=15)
-    key = next(a["account_key"] for a in pipe.accounts if a["kind"] == "account")
+    key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     env = dict(os.environ)
     env.update(
         BANK_PIPELINE_DATABASE_URL=db_url, TRUELAYER_AUTH_URL=pipe.sim.auth_url, TRUELAYER_DATA_URL=pipe.sim.data_url,
@@ -176,7 +176,7 @@ def test_unattended_budget_is_never_exceeded_against_the_4_a_day_rule(pipeline_f
     # The simulator enforces the bank's rule; the pipeline keeps its own budget of 4.
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4)),
                             unattended_daily_budget=4)
-    key = next(a["account_key"] for a in pipe.accounts if a["kind"] == "account")
+    key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     window = (TODAY - dt.timedelta(days=30), TODAY - dt.timedelta(days=1))
     outcomes = [run_imports(pipe.instance, pipe.settings, [key], *window)[0] for _ in range(4)]
 

@@ -125,7 +125,7 @@ def test_a_killed_run_then_a_rerun_equals_a_clean_run(pipeline_factory, db_url, 
     faults = FaultConfig(unattended_limit=None, latency_ms=700)
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=faults),
                             unattended_daily_budget=1000, max_window_days=10)
-    current = next(a for a in pipe.accounts if a["kind"] == "account")
+    current = next(a for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     first = TODAY - dt.timedelta(days=100)
     env = dict(os.environ)
     env.update(
