@@ -122,3 +122,27 @@ def test_failed_runs_are_recorded_on_the_accounts_they_touched(db_url):
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.last_failure_run_id)).all())
     assert rows == {"ax1": "run-123", "ax2": "run-123", "ax3": None}
+
+
+def test_secrets_reach_the_dagster_ui_only_as_env_var_names(monkeypatch):
+    """Resource config is shown in the UI: secrets must be EnvVar references, never values."""
+    from bank_pipeline.config import Settings
+    from bank_pipeline.orchestration.resources import default_resources
+
+    secrets = {
+        "TRUELAYER_CLIENT_ID": "sandbox-app-123",
+        "TRUELAYER_CLIENT_SECRET": "s3cr3t-client-value",
+        "BANK_PIPELINE_FERNET_KEYS": "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy1rZXk=",
+        "ANTHROPIC_API_KEY": "sk-ant-test-value",
+        "BANK_PIPELINE_DATABASE_URL": "postgresql://app:pw@db/bank",
+        "BANK_PIPELINE_TRUELAYER_ENV": "sandbox",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    resources = default_resources(Settings.from_env())
+    shown = repr({name: resource for name, resource in resources.items()})
+    for name in ("TRUELAYER_CLIENT_SECRET", "BANK_PIPELINE_FERNET_KEYS", "ANTHROPIC_API_KEY", "BANK_PIPELINE_DATABASE_URL"):
+        assert secrets[name] not in shown
+        assert name in shown  # bound as EnvVar("NAME")
+    defs = dg.Definitions(resources=resources)
+    assert defs.get_repository_def()  # and the definitions still load

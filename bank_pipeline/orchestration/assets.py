@@ -29,6 +29,7 @@ GROUP = "transactions"
 SINGLE_RUN = dg.BackfillPolicy.single_run()
 LEASE_WAIT_SECONDS = 900
 LEASE_TTL_SECONDS = 1800
+CONSENT_WARNING_DAYS = 7
 
 
 def _accounts_for(engine: Engine, keys: list[str]) -> dict[str, dict]:
@@ -134,7 +135,12 @@ def fetched_transactions(
             budget=budget,
         )
 
-    return run_per_account(context, engine, "fetch", fetch)
+    result = run_per_account(context, engine, "fetch", fetch)
+    from bank_pipeline.connections import consent_warnings
+
+    for warning in consent_warnings(engine, within_days=CONSENT_WARNING_DAYS):
+        context.log.warning(warning)  # in the run's log, ahead of the consent running out
+    return result
 
 
 @dg.asset(
