@@ -140,6 +140,8 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
         DAGSTER_HOME=str(tmp_path / "dagster-shared"),
     )
     os.makedirs(env["DAGSTER_HOME"])
+    # The Dagster instance exists before the two runs race (as it does on any real deployment).
+    subprocess.run([sys.executable, "-m", "bank_pipeline.cli", "partitions", "sync"], env=env, check=True)
     args = [sys.executable, "-m", "bank_pipeline.cli", "import", "--account", key,
             "--from", (TODAY - dt.timedelta(days=60)).isoformat(), "--to", (TODAY - dt.timedelta(days=1)).isoformat()]
     procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) for _ in range(2)]

@@ -90,9 +90,19 @@ def last_complete_day(now: dt.datetime, timezone: str) -> dt.date:
 
 
 def sync_account_partitions(instance: dg.DagsterInstance, account_keys: Iterable[str]) -> list[str]:
-    """Register account keys as `account` partitions; returns the ones that were new."""
+    """Register account keys as `account` partitions; returns the ones that were new.
+
+    Safe when several processes register the same accounts at once: a key another process added
+    first is simply already there.
+    """
     existing = set(instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
     new = sorted(set(account_keys) - existing)
-    if new:
+    if not new:
+        return []
+    try:
         instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, new)
+    except Exception:  # a concurrent registration won the race: add what is still missing, one by one
+        for key in new:
+            if not instance.has_dynamic_partition(ACCOUNTS_PARTITIONS_NAME, key):
+                instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, [key])
     return new
