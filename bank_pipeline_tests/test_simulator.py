@@ -30,9 +30,8 @@ from bank_pipeline_tests.fixtures.simulator import (
     pkce_pair,
 )
 
-REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "truelayer"
-if not REFERENCE.exists():  # a checkout with shared/ beside the repository
-    REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "truelayer"
+# TrueLayer's official documents, shipped with the repository (docs/truelayer/).
+REFERENCE = Path(__file__).resolve().parents[1] / "docs" / "truelayer"
 
 
 class OpenAPI:

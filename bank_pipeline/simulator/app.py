@@ -1,7 +1,7 @@
 """The simulator's HTTP application (Starlette): auth server, Data API v1, admin and webhooks.
 
 Paths, envelopes, status codes and error bodies follow TrueLayer's OpenAPI documents in
-`shared/reference/truelayer/`. Admin endpoints live under `/_sim/` (see docs/architecture.md).
+`docs/truelayer/`. Admin endpoints live under `/_sim/` (see docs/architecture.md).
 """
 
 from __future__ import annotations
