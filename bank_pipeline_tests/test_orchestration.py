@@ -144,5 +144,3 @@ def test_secrets_reach_the_dagster_ui_only_as_env_var_names(monkeypatch):
     for name in ("TRUELAYER_CLIENT_SECRET", "BANK_PIPELINE_FERNET_KEYS", "ANTHROPIC_API_KEY", "BANK_PIPELINE_DATABASE_URL"):
         assert secrets[name] not in shown
         assert name in shown  # bound as EnvVar("NAME")
-    defs = dg.Definitions(resources=resources)
-    assert defs.get_repository_def()  # and the definitions still load
