@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 work=$(mktemp -d)
 export BANK_PIPELINE_HOME="$work/home" DAGSTER_HOME="$work/dagster"
-mkdir -p "$DAGSTER_HOME"
+mkdir -p "$DAGSTER_HOME" && touch "$DAGSTER_HOME/dagster.yaml"
 port=$($BIN/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 export TRUELAYER_AUTH_URL="http://127.0.0.1:$port" TRUELAYER_DATA_URL="http://127.0.0.1:$port/data/v1"
 export TRUELAYER_REDIRECT_URI="http://127.0.0.1:$($BIN/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")/callback"
@@ -21,7 +21,7 @@ done
 
 $BIN/bank-pipeline connect --no-browser --simulator-user alice
 $BIN/bank-pipeline partitions sync
-key=$($BIN/bank-pipeline partitions list | head -n 1)
+key=$($BIN/bank-pipeline partitions list | sed -n 1p)
 day=$($BIN/python -c "import datetime as d; print(d.date.today() - d.timedelta(days=2))")
 echo "importing partition $key|$day with dagster job execute"
 $BIN/dagster job execute -m bank_pipeline -j import_transactions --tags "{\"dagster/partition\": \"$key|$day\"}"

@@ -44,6 +44,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader (e.g. `| head`) has had enough: not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
