@@ -25,7 +25,8 @@ test: install
 
 # The Dagster UI on the demo's data (run the simulator too, for new imports).
 ui: install
-	DAGSTER_HOME=$(CURDIR) $(BIN)/dagster dev -w workspace.yaml
+	DAGSTER_HOME=$(CURDIR) DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 DAGSTER_EVENT_BATCH_SIZE=1000 \
+		$(BIN)/dagster dev -w workspace.yaml
 
 bench: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m bank_pipeline_tests.bench

@@ -12,6 +12,9 @@ from bank_pipeline.orchestration.sensors import (
     record_failures_sensor,
     webhook_events_sensor,
 )
+from bank_pipeline.orchestration.tuning import apply_event_log_defaults
+
+apply_event_log_defaults()  # read by Dagster whenever this process creates or executes a run
 
 defs = dg.Definitions(
     assets=transaction_assets,

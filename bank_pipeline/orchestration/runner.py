@@ -22,6 +22,9 @@ from bank_pipeline.orchestration.checks import ledger_checks
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME, import_transactions
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
 from bank_pipeline.orchestration.resources import default_resources
+from bank_pipeline.orchestration.tuning import apply_event_log_defaults
+
+apply_event_log_defaults()
 
 
 def ensure_dagster_home(settings: Settings) -> Path:

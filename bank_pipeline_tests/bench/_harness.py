@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import os
 import tempfile
 from pathlib import Path
 
@@ -15,8 +16,32 @@ from bank_pipeline_tests.fixtures.pipeline import settings_for
 
 
 @contextlib.contextmanager
-def connected_user(user: str, today, *, latency_ms: int = 0, **settings_overrides):
-    """Yields (settings, sim, instance, accounts) with `user` connected through the real OAuth flow."""
+def postgres_dagster_storage():
+    """A fresh PostgreSQL database for Dagster's storage (dagster-postgres); dropped afterwards."""
+    import uuid
+
+    import sqlalchemy as sa
+
+    base = os.environ.get("BANK_PIPELINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    name = f"bp_dagster_bench_{uuid.uuid4().hex[:8]}"
+    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        url = sa.engine.make_url(base).set(drivername="postgresql+psycopg2", database=name)
+        yield {"storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}}
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@contextlib.contextmanager
+def connected_user(user: str, today, *, latency_ms: int = 0, dagster_storage: str = "sqlite", **settings_overrides):
+    """Yields (settings, sim, instance, accounts) with `user` connected through the real OAuth flow.
+
+    `dagster_storage`: "sqlite" (the one-machine default) or "postgres" (dagster-postgres).
+    """
     from bank_pipeline.connections import connect
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig, run_in_thread
 
@@ -26,8 +51,9 @@ def connected_user(user: str, today, *, latency_ms: int = 0, **settings_override
         migrate(make_engine(db_url))
         (tmp_path / "dagster").mkdir()
         config = SimulatorConfig(seed=42, today=today, faults=FaultConfig(unattended_limit=None, latency_ms=latency_ms))
-        with run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
-            temp_dir=str(tmp_path / "dagster")
+        storage = postgres_dagster_storage() if dagster_storage == "postgres" else contextlib.nullcontext({})
+        with storage as overrides, run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
+            temp_dir=str(tmp_path / "dagster"), overrides=overrides or None
         ) as instance:
             settings = settings_for(db_url, sim, tmp_path / "home", **settings_overrides)
             settings = dataclasses.replace(settings, unattended_daily_budget=100_000)

@@ -52,12 +52,19 @@ def _dagster_execute(env: dict[str, str], tags: dict[str, str]) -> float:
 
 
 def run(args) -> None:
+    for storage in ("postgres", "sqlite"):
+        print(f"\n--- Dagster instance storage: {storage} "
+              f"({'dagster-postgres: a team or service' if storage == 'postgres' else 'the one-machine default'})")
+        _run(args, storage)
+
+
+def _run(args, storage: str) -> None:
     days = 60 if args.quick else 365
     sample = 4 if args.quick else 8
     last = TODAY - dt.timedelta(days=1)
     first = last - dt.timedelta(days=days - 1)
 
-    with connected_user("multi-5", TODAY, latency_ms=100) as (settings, sim, instance, accounts):
+    with connected_user("multi-5", TODAY, latency_ms=100, dagster_storage=storage) as (settings, sim, instance, accounts):
         keys = [a["account_key"] for a in accounts]
         sync_account_partitions(instance, keys)  # in this order, so the rectangle is exactly these accounts
         env = _env(settings)
