@@ -8,7 +8,7 @@ from itertools import groupby
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from bank_pipeline.db.schema import quarantine, transactions
+from bank_pipeline.db.schema import pending_transactions, quarantine, transactions
 
 
 def duplicate_provider_ids(engine: Engine) -> list[dict]:
@@ -25,14 +25,22 @@ def duplicate_provider_ids(engine: Engine) -> list[dict]:
         return [dict(row._mapping) for row in conn.execute(query)]
 
 
-def _chain(start: Decimal, rows: list, tolerance: Decimal) -> tuple[Decimal, list]:
-    """Order one day's rows so each balance = previous + amount; return the final
-    balance and the rows that could not be chained (each a missing transaction or a gap)."""
+def _chain(start: Decimal, rows: list, tolerance: Decimal, pending: list[Decimal]) -> tuple[Decimal, list]:
+    """Order one day's rows so each balance = previous + amount; return the final balance and the
+    rows that could not be chained (each a missing transaction or a gap). A still-pending
+    transaction the bank already counted in its balance explains one gap of its amount (each
+    pending amount is used once)."""
     left, balance = list(rows), start
     while left:
         nxt = next((r for r in left if abs(balance + r[1] - r[2]) <= tolerance), None)
         if nxt is None:
-            return left[-1][2], left
+            match = next(
+                ((p, r) for p in pending for r in left if abs(balance + p + r[1] - r[2]) <= tolerance), None
+            )
+            if match is None:
+                return left[-1][2], left
+            pending.remove(match[0])
+            nxt = match[1]
         left.remove(nxt)
         balance = nxt[2]
     return balance, []
@@ -41,7 +49,7 @@ def _chain(start: Decimal, rows: list, tolerance: Decimal) -> tuple[Decimal, lis
 def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) -> list[dict]:
     """Places where running balances do not add up: a transaction is missing between them.
 
-    Rows are walked day by day. Within a day, posting order is unknowable from timestamps (banks
+    Rows are walked day by day; a difference equal to a transaction still pending is not a gap. Within a day, posting order is unknowable from timestamps (banks
     stamp many rows with a bare date at midnight beside others with exact times), so any order
     that chains is accepted. Only rows
     where the bank sent a running balance are compared; the first row of an account starts it.
@@ -54,6 +62,9 @@ def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) 
     )
     gaps: list[dict] = []
     with engine.connect() as conn:
+        pending_by_account: dict[int, list[Decimal]] = {}
+        for account_id, amount in conn.execute(sa.select(pending_transactions.c.account_id, pending_transactions.c.amount)):
+            pending_by_account.setdefault(account_id, []).append(Decimal(str(amount)))
         rows = [
             (r.account_id, r.booked_at, r.booking_date, r.id, Decimal(str(r.amount)), Decimal(str(r.running_balance)))
             for r in conn.execute(query)
@@ -66,7 +77,7 @@ def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) 
                 balances = {b for _, _, b in items}
                 starts = [i for i in items if (i[2] - i[1]) not in balances] or items[:1]
                 balance = starts[0][2] - starts[0][1]
-            balance, unchained = _chain(balance, items, tolerance)
+            balance, unchained = _chain(balance, items, tolerance, pending_by_account.setdefault(account_id, []))
             gaps.extend(
                 {
                     "account_id": account_id,

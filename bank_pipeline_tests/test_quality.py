@@ -69,3 +69,16 @@ def test_duplicates_and_unexplained_quarantine_are_counted(engine):
     with engine.begin() as conn:
         conn.execute(sa.update(quarantine).values(resolved_at=utcnow(), resolution="bank error, ignored"))
     assert quality.unexplained_quarantine(engine) == 0
+
+
+def test_a_gap_equal_to_a_pending_transaction_is_not_reported(engine):
+    from bank_pipeline.db.schema import pending_transactions
+
+    _ledger(engine, POSTINGS, skip={3})  # the -40.26 has not booked yet: the bank shows it pending
+    with engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id)).scalar_one()
+        conn.execute(pending_transactions.insert().values(
+            account_id=account_id, transaction_id="pend-1", booking_date=dt.date(2026, 3, 2),
+            booked_at=utcnow(), amount=Decimal("-40.26"), currency="GBP", direction="debit",
+            description="SHELL", fetched_at=utcnow()))
+    assert quality.running_balance_gaps(engine) == []
