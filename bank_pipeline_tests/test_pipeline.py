@@ -167,3 +167,21 @@ def test_a_killed_run_then_a_rerun_equals_a_clean_run(pipeline_factory, db_url, 
                      pipe.sim, pipe.instance, "alice")
     clean.run(first, LAST, [current["account_key"]])
     assert pipe.ledger_rows() == clean.ledger_rows()
+
+
+def test_the_daily_schedules_runs_load_their_window_and_a_rerun_adds_nothing(pipeline_factory):
+    from bank_pipeline.orchestration.runner import import_job
+    from bank_pipeline.orchestration.schedules import daily_run_requests
+
+    pipe = pipeline_factory("alice", _no_limits(), unattended_daily_budget=1000, lookback_days=3)
+    pipe.run(FIRST, TODAY - dt.timedelta(days=4))  # history up to the day before the look-back window
+    tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)  # the last complete day is TODAY
+    requests = daily_run_requests(pipe.keys, tick, pipe.settings.timezone, pipe.settings.lookback_days)
+    job = import_job(pipe.settings)
+    counts = []
+    for _ in range(2):  # the tick, then the same tick again
+        for request in requests:
+            assert job.execute_in_process(instance=pipe.instance, tags=request.tags).success
+        assert pipe.ledger_totals(FIRST, TODAY) == expected_totals(pipe.truth(FIRST, TODAY))
+        counts.append(pipe.count(transactions))
+    assert counts[0] == counts[1]
