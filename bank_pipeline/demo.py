@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import dagster as dg
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.config import SIMULATOR_DEFAULT_PORT, Settings
 from bank_pipeline.db import make_engine, migrate
 from bank_pipeline.db.schema import accounts, enrichments, pending_transactions, quarantine, transactions
@@ -70,7 +71,7 @@ def run_demo(
         sim_settings = dataclasses.replace(sim_settings, psu_ip=sim_settings.psu_ip or "127.0.0.1")
         result = connect(sim_settings, simulator_user=user, open_browser=False)
         keys = sorted(a["account_key"] for a in result.accounts)
-        last = last_complete_day(dt.datetime.now(dt.timezone.utc), settings.timezone)
+        last = last_complete_day(clock.now(), settings.timezone)
         first = last - dt.timedelta(days=days - 1)
         with dg.DagsterInstance.get() as instance:
             progress(f"Backfilling {first} .. {last} through Dagster (one run per account; "

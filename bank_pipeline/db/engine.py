@@ -12,12 +12,14 @@ from alembic.config import Config
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
+from bank_pipeline import clock
+
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
 
 def utcnow() -> dt.datetime:
-    """Timezone-aware now, the only clock the database layer uses."""
-    return dt.datetime.now(dt.timezone.utc)
+    """Timezone-aware now, from the pipeline's one clock (`bank_pipeline.clock`)."""
+    return clock.now()
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:

@@ -5,6 +5,7 @@ import datetime as dt
 
 import dagster as dg
 
+from bank_pipeline import clock
 from bank_pipeline.config import Settings
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.partitions import (
@@ -50,5 +51,5 @@ def daily_import_schedule(context: dg.ScheduleEvaluationContext):
     keys = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     if not keys:
         return dg.SkipReason("no accounts registered yet: run `bank-pipeline connect`")
-    tick = context.scheduled_execution_time or dt.datetime.now(dt.timezone.utc)
+    tick = context.scheduled_execution_time or clock.now()
     return daily_run_requests(keys, tick, _settings.timezone, _settings.lookback_days)

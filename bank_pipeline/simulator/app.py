@@ -22,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+from bank_pipeline import clock
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.simulator import webhooks
 from bank_pipeline.simulator.config import SimulatorConfig
@@ -253,7 +254,7 @@ async def token(request: Request) -> Response:
                     400, "invalid_grant", "the authorization code is invalid or was already used"
                 )
             record.used = True
-        if datetime.now(UTC).timestamp() - record.created > 300:
+        if clock.now().timestamp() - record.created > 300:
             return _auth_error(400, "invalid_grant", "the authorization code has expired")
         if record.client_id != data["client_id"] or record.redirect_uri != data["redirect_uri"]:
             return _auth_error(400, "invalid_grant", "redirect_uri does not match the authorization request")
@@ -319,7 +320,7 @@ async def _data_call(
     if granted is None:
         return api_error(401, "invalid_token", "The access token is invalid or has been superseded.")
     expires = _parse_iso(granted.access_expires_at or "1970-01-01T00:00:00Z")
-    if datetime.now(UTC) >= expires:
+    if clock.now() >= expires:
         return api_error(401, "invalid_token", f"The token expired at '{expires:%Y-%m-%d %H:%M:%S}Z'")
     now = st.sim_now()
     if granted.expired(now):
@@ -780,7 +781,7 @@ async def stats_reset(request: Request) -> Response:
     return _json(st.stats_snapshot())
 
 
-async def clock(request: Request) -> Response:
+async def clock_endpoint(request: Request) -> Response:
     st: SimulatorState = request.app.state.sim
     if request.method == "POST":
         try:
@@ -934,7 +935,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
         Route("/_sim/faults", faults_endpoint, methods=["GET", "POST"]),
         Route("/_sim/stats", stats, methods=["GET"]),
         Route("/_sim/stats/reset", stats_reset, methods=["POST"]),
-        Route("/_sim/clock", clock, methods=["GET", "POST"]),
+        Route("/_sim/clock", clock_endpoint, methods=["GET", "POST"]),
         Route("/_sim/consent/expire", consent_expire, methods=["POST"]),
         Route("/_sim/jwks", jwks, methods=["GET"]),
         Route("/_sim/users", users, methods=["GET"]),

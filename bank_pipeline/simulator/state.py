@@ -21,6 +21,7 @@ from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+from bank_pipeline import clock
 from bank_pipeline.simulator.config import FaultConfig, SimulatorConfig
 from bank_pipeline.simulator.generator import AccountSpec, UserData, generate_user, is_valid_user
 
@@ -78,7 +79,7 @@ class SimulatorState:
         self.lock = threading.RLock()
         self.faults: FaultConfig = config.faults
         self._today: date | None = config.today
-        self.start_date: date = (config.today or date.today()) - timedelta(days=config.history_days)
+        self.start_date: date = (config.today or clock.today_utc()) - timedelta(days=config.history_days)
         self.base_url: str | None = None
         self.consents: dict[str, Consent] = {}
         self.codes: dict[str, AuthCode] = {}
@@ -95,7 +96,7 @@ class SimulatorState:
     # ------------------------------------------------------------------ clock
     @property
     def today(self) -> date:
-        return self._today or date.today()
+        return self._today or clock.today_utc()
 
     def set_today(self, today: date) -> None:
         with self.lock:
@@ -103,7 +104,7 @@ class SimulatorState:
 
     def sim_now(self) -> datetime:
         """Simulated "now": the simulator's today at the real time of day (UTC)."""
-        real = datetime.now(UTC)
+        real = clock.now()
         return datetime.combine(self.today, real.time(), UTC)
 
     # ------------------------------------------------------------------ data
@@ -168,7 +169,7 @@ class SimulatorState:
                 consent.client_id,
                 redirect_uri,
                 code_challenge,
-                datetime.now(UTC).timestamp(),
+                clock.now().timestamp(),
             )
             return code
 
@@ -180,7 +181,7 @@ class SimulatorState:
             if consent.refresh_token:
                 self.refresh_index.pop(consent.refresh_token, None)
             consent.access_token = "sim-at-" + secrets.token_urlsafe(32)
-            consent.access_expires_at = _iso(datetime.now(UTC) + timedelta(seconds=ACCESS_TOKEN_SECONDS))
+            consent.access_expires_at = _iso(clock.now() + timedelta(seconds=ACCESS_TOKEN_SECONDS))
             self.access_index[consent.access_token] = consent.consent_id
             body: dict[str, Any] = {
                 "access_token": consent.access_token,

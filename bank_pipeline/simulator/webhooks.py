@@ -12,13 +12,15 @@ import hashlib
 import json
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any
 from urllib.parse import urlsplit
 
 import truelayer_signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
+
+from bank_pipeline import clock
 
 UTC = timezone.utc
 
@@ -69,7 +71,7 @@ def jwks(key: SigningKey) -> dict[str, Any]:
 
 
 def rfc3339_now() -> str:
-    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return clock.now().strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def event_uuid(seed: int, counter: int) -> str:

@@ -18,6 +18,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 
+from bank_pipeline import clock
 from bank_pipeline.truelayer.errors import (
     MalformedResponse,
     NetworkError,
@@ -90,7 +91,7 @@ def _tokenset(data: object, path: str, previous_refresh: str | None = None) -> T
     return TokenSet(
         access_token=data["access_token"],
         refresh_token=refresh if isinstance(refresh, str) and refresh else previous_refresh,
-        expires_at=dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=expires_in),
+        expires_at=clock.now() + dt.timedelta(seconds=expires_in),
         scope=data.get("scope") if isinstance(data.get("scope"), str) else None,
     )
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import httpx
 
+from bank_pipeline import clock
 from bank_pipeline.truelayer.errors import (
     AuthorizationRequired,
     InvalidRequest,
@@ -72,7 +73,7 @@ def parse_retry_after(value: str | None) -> float | None:
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - dt.datetime.now(dt.timezone.utc)).total_seconds())
+    return max(0.0, (when - clock.now()).total_seconds())
 
 
 def _retryable(exc: TrueLayerError) -> bool:

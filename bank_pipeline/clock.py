@@ -1,0 +1,77 @@
+"""The pipeline's one clock: every "now" and "today" (budget day, pending window, schedule,
+consent warnings, token expiry) is read here and nowhere else.
+
+It is the wall clock, optionally shifted by `BANK_PIPELINE_CLOCK_OFFSET` seconds. The shift lives
+in the environment so that every process of one deployment — the CLI, Dagster's run workers, the
+daemon, the webhook receiver, the simulator — agrees on the same instant and the clock keeps
+ticking (leases, token expiry and webhook timestamps stay consistent). Tests pin "now" with
+`pinned(...)`, which sets the shift so that the clock reads the given instant at that moment.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+OFFSET_ENV = "BANK_PIPELINE_CLOCK_OFFSET"
+
+
+def _offset_seconds() -> float:
+    raw = os.environ.get(OFFSET_ENV)
+    if not raw:
+        return 0.0
+    try:
+        return float(raw)
+    except ValueError:
+        from bank_pipeline.errors import BankPipelineError
+
+        raise BankPipelineError(f"{OFFSET_ENV} must be a number of seconds, got {raw!r}") from None
+
+
+def now() -> dt.datetime:
+    """The current instant, timezone-aware UTC."""
+    return dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=_offset_seconds())
+
+
+def today_utc() -> dt.date:
+    """Today's date in UTC (the bank's budget day)."""
+    return now().date()
+
+
+def today_in(timezone: str) -> dt.date:
+    """Today's date in `timezone` (an IANA name), the calendar the partitions use."""
+    from zoneinfo import ZoneInfo
+
+    return now().astimezone(ZoneInfo(timezone)).date()
+
+
+def offset_for(instant: dt.datetime) -> float:
+    """The `BANK_PIPELINE_CLOCK_OFFSET` that makes the clock read `instant` right now."""
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.timezone.utc)
+    return (instant - dt.datetime.now(dt.timezone.utc)).total_seconds()
+
+
+def pin(instant: dt.datetime | dt.date) -> None:
+    """Make the clock (of this process and of every child it starts) read `instant` now.
+
+    A date means noon UTC of that day, far from either midnight."""
+    if not isinstance(instant, dt.datetime):
+        instant = dt.datetime.combine(instant, dt.time(12), tzinfo=dt.timezone.utc)
+    os.environ[OFFSET_ENV] = repr(offset_for(instant))
+
+
+@contextmanager
+def pinned(instant: dt.datetime | dt.date) -> Iterator[None]:
+    """`pin` for the block, then restore the previous setting."""
+    before = os.environ.get(OFFSET_ENV)
+    pin(instant)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(OFFSET_ENV, None)
+        else:
+            os.environ[OFFSET_ENV] = before
