@@ -22,7 +22,7 @@ done
 $BIN/bank-pipeline connect --no-browser --simulator-user alice
 $BIN/bank-pipeline partitions sync
 key=$($BIN/bank-pipeline partitions list | sed -n 1p)
-day=$($BIN/python -c "import datetime as d; print(d.date.today() - d.timedelta(days=2))")
+day=$($BIN/python -c "import datetime as d; from bank_pipeline import clock; print(clock.today_utc() - d.timedelta(days=2))")
 echo "importing partition $key|$day with dagster job execute"
 $BIN/dagster job execute -m bank_pipeline -j import_transactions --tags "{\"dagster/partition\": \"$key|$day\"}"
 $BIN/python -m bank_pipeline_tests.ci_check_partition "$key" "$day"
