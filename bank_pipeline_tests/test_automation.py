@@ -15,6 +15,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import enrichments, raw_fetches, transactions, webhook_events
 from bank_pipeline.orchestration.resources import AppDatabase
@@ -83,7 +84,7 @@ def test_signed_webhook_becomes_a_sensor_run_that_loads_and_enriches(db_url, sim
         # Forged, wrong key, tampered body and stale: 401, nothing stored, no run.
         for tamper in ("signature", "wrong_key", "body"):
             assert send(tamper=tamper)["status_code"] == 401
-        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stale = (clock.now() - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert send(timestamp=stale)["status_code"] == 401
         unsigned = httpx.post(receiver.url, json={"event_id": "x", "event_type": "transactions_available"})
         assert unsigned.status_code == 401
