@@ -25,8 +25,9 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from bank_pipeline.db import utcnow
-from bank_pipeline.webhooks.events import record_rejection, store_event
+from bank_pipeline.webhooks.events import store_event
 from bank_pipeline.webhooks.jwks import JwksCache, JwksFetcher
+from bank_pipeline.webhooks.rejections import RejectionCounter
 from bank_pipeline.webhooks.untrusted import SOURCE_BUCKETS, escape, source_network
 from bank_pipeline.webhooks.verify import WebhookRejected, verify_webhook
 
@@ -105,23 +106,13 @@ def create_webhook_app(
     )
     rejection_log = _ThrottledLog(LOG_INTERVAL_SECONDS)
 
-    def _record(exc: WebhookRejected, body: bytes, source: str) -> None:
-        try:
-            record_rejection(
-                engine,
-                status_code=exc.status,
-                reason=exc.reason,
-                detail=exc.detail,
-                source=source,
-                body=body,
-                buckets=rejection_buckets,
-            )
-        except Exception as db_exc:  # counting must never turn a refusal into a 500
-            log.error("could not count a webhook rejection: %s", db_exc.__class__.__name__)
+    rejections = RejectionCounter(engine, buckets=rejection_buckets)
 
     async def _reject(exc: WebhookRejected, body: bytes, source: str) -> JSONResponse:
         rejection_log.warning(exc, source)
-        await run_in_threadpool(_record, exc, body, source)
+        await rejections.count(
+            status_code=exc.status, reason=exc.reason, detail=exc.detail, source=source, body=body
+        )
         return JSONResponse({"error": _ERROR_CODES.get(exc.status, "rejected")}, status_code=exc.status)
 
     async def receive(request: Request) -> JSONResponse:
@@ -162,4 +153,5 @@ def create_webhook_app(
 
     app = Starlette(routes=[Route(path, receive, methods=["POST"])])
     app.state.jwks_cache = jwks
+    app.state.rejections = rejections
     return app

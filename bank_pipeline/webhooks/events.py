@@ -1,19 +1,12 @@
 """Storing verified webhook events and rejections, and handing stored events to the sensor.
 
 The receiver only records; a Dagster sensor reads `pending_events`, launches runs, then calls
-`mark_processed`. `event_id` is unique, so a replayed webhook is stored once.
-
-Rejections are counters, not a log: one row per UTC day, status, reason and source bucket (a
-hash of the sender's network into `SOURCE_BUCKETS`), incremented in place, so a flood of
-requests costs no new rows; rows older than `REJECTION_RETENTION_DAYS` are deleted. A row keeps
-the first sender's network and escaped detail as a sample and the last body's SHA-256 - never a
-body or a signature.
+`mark_processed`. `event_id` is unique, so a replayed webhook is stored once. Refused requests
+are counted in `rejections`.
 """
 
 from __future__ import annotations
 
-import datetime as dt
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -23,10 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bank_pipeline.db import utcnow
-from bank_pipeline.db.schema import accounts, webhook_events, webhook_rejections
-from bank_pipeline.webhooks.untrusted import SOURCE_BUCKETS, source_bucket
-
-REJECTION_RETENTION_DAYS = 90
+from bank_pipeline.db.schema import accounts, webhook_events
 
 
 def store_event(
@@ -65,78 +55,6 @@ def store_event(
         return True
     except IntegrityError:
         return False
-
-
-def body_sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def record_rejection(
-    engine: Engine,
-    *,
-    status_code: int,
-    reason: str,
-    detail: str = "",
-    source: str = "unknown",
-    body: bytes = b"",
-    buckets: int = SOURCE_BUCKETS,
-    retention_days: int = REJECTION_RETENTION_DAYS,
-) -> int:
-    """Count one refused request; returns the row's count. `reason` must be a fixed phrase and
-    `detail`/`source` already escaped (`untrusted.escape`, `untrusted.source_network`)."""
-    seen = utcnow()
-    day = seen.date()
-    values = {
-        "day": day,
-        "status_code": status_code,
-        "reason": reason[:64],
-        "source_bucket": source_bucket(source, buckets),
-        "count": 1,
-        "first_seen": seen,
-        "last_seen": seen,
-        "sample_source": source[:64],
-        "sample_detail": detail[:300] or None,
-        "last_body_sha256": body_sha256(body),
-    }
-    key = ["day", "status_code", "reason", "source_bucket"]
-    table = webhook_rejections
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(table).values(**values)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=key,
-        set_={
-            "count": table.c.count + 1,
-            "last_seen": stmt.excluded.last_seen,
-            "last_body_sha256": stmt.excluded.last_body_sha256,
-        },
-    ).returning(table.c.count)
-    with engine.begin() as conn:
-        count = conn.execute(stmt).scalar_one()
-        if count == 1:  # a new row (a few per day): the moment to drop expired ones
-            conn.execute(table.delete().where(table.c.day < day - dt.timedelta(days=retention_days)))
-    return count
-
-
-def rejection_summary(engine: Engine, since: dt.date) -> list[dict[str, Any]]:
-    """Refused requests since `since` per status and reason: count, source buckets, last seen."""
-    t = webhook_rejections
-    with engine.connect() as conn:
-        rows = conn.execute(
-            sa.select(
-                t.c.status_code,
-                t.c.reason,
-                sa.func.sum(t.c.count).label("count"),
-                sa.func.count(sa.distinct(t.c.source_bucket)).label("sources"),
-                sa.func.max(t.c.last_seen).label("last_seen"),
-            )
-            .where(t.c.day >= since)
-            .group_by(t.c.status_code, t.c.reason)
-            .order_by(sa.desc("count"), t.c.reason)
-        ).mappings()
-        return [{**row, "count": int(row["count"])} for row in rows]
 
 
 def pending_events(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:
