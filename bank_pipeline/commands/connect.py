@@ -10,6 +10,7 @@ stores the encrypted tokens, discovers the accounts and cards, and prints a summ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import html
 import logging
 import queue
@@ -65,6 +66,7 @@ class CallbackServer:
             )
         self.path = parts.path or "/"
         self.results: queue.Queue[dict[str, str]] = queue.Queue()
+        self.expected_state: str | None = None  # set once `connect` has issued its state
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,13 +79,16 @@ class CallbackServer:
                     return
                 flat = {k: v[0] for k, v in params.items() if v}
                 server.results.put(flat)
-                if flat.get("error"):
-                    title, text = (
-                        "Not connected",
-                        f"The bank answered: {flat['error']}. You can close this window.",
-                    )
+                # The page never claims more than the terminal: a refused redirect shows the very
+                # error `connect` fails with; a valid one is only authorised until the code exchange.
+                problem = callback_problem(flat, server.expected_state)
+                if problem:
+                    title, text = "Not connected", f"error: {problem}"
                 else:
-                    title, text = "Connected", "You can close this window and return to the terminal."
+                    title, text = (
+                        "Authorised",
+                        "bank-pipeline is finishing the connection; the terminal shows the result.",
+                    )
                 body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -127,6 +132,19 @@ class CallbackServer:
                 f"no redirect from the bank within {timeout:g}s on {self.redirect_uri}; run `bank-pipeline connect` "
                 "again (use --timeout for more time)"
             ) from None
+
+
+def callback_problem(callback: dict[str, str], expected_state: str | None) -> str | None:
+    """Why a redirect cannot complete this connect, as the one-line error both the CLI and the
+    browser page show; None when it carries a code and the state this connect issued."""
+    if callback.get("error"):
+        detail = callback.get("error_description") or ""
+        return f"the bank connection was not authorised: {callback['error']}{': ' + detail if detail else ''}"
+    if expected_state is None or callback.get("state") != expected_state:
+        return "state mismatch: the redirect's state is not the one this connect issued; start again"
+    if not callback.get("code"):
+        return "the bank's redirect carried no authorization code; start again"
+    return None
 
 
 def _with_port(redirect_uri: str, port: int) -> str:
@@ -214,6 +232,7 @@ def connect(
         with CallbackServer(redirect_uri) as server:
             redirect_uri = server.redirect_uri  # the real port when 0 was asked for
             started = store.create_state(redirect_uri, providers)
+            server.expected_state = started.state
             link = build_auth_link(
                 settings.auth_url,
                 settings.client_id,
@@ -237,18 +256,13 @@ def connect(
                     out(link)
                 out(f"Waiting up to {timeout:g}s for the bank to redirect to {redirect_uri} …")
             callback = server.wait(timeout)
-        if callback.get("error"):
-            detail = callback.get("error_description") or ""
-            raise BankPipelineError(
-                f"the bank connection was not authorised: {callback['error']}{': ' + detail if detail else ''}"
-            )
-        if callback.get("state") != started.state:
-            raise BankPipelineError(
-                "state mismatch: the redirect's state is not the one this connect issued; start again"
-            )
+        problem = callback_problem(callback, started.state)
+        if problem:
+            if callback.get("state") == started.state:
+                with contextlib.suppress(BankPipelineError):
+                    store.consume_state(started.state)  # spent either way; the page showed `problem`
+            raise BankPipelineError(problem)
         verifier, stored_redirect = store.consume_state(callback.get("state"))
-        if not callback.get("code"):
-            raise BankPipelineError("the bank's redirect carried no authorization code; start again")
         tokens = auth.exchange_code(callback["code"], stored_redirect, verifier)
         with DataClient(settings.data_url, lambda: tokens.access_token, psu_ip=settings.psu_ip) as client:
             me = client.me()
@@ -350,4 +364,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_rotate_cmd)
 
 
-__all__ = ["CallbackServer", "ConnectResult", "connect", "consent_warnings", "register"]
+__all__ = ["CallbackServer", "ConnectResult", "callback_problem", "connect", "consent_warnings", "register"]
