@@ -16,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.cli import main
 from bank_pipeline.connections import (
     ConnectionStore,
@@ -138,7 +139,7 @@ def test_expired_state_is_a_mismatch(store, engine):
     with engine.begin() as conn:
         conn.execute(
             sa.update(oauth_states).values(
-                expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+                expires_at=clock.now() - dt.timedelta(seconds=1)
             )
         )
     with pytest.raises(BankPipelineError, match="state mismatch: .*expired"):
@@ -457,7 +458,7 @@ def test_status_cli_shows_accounts_and_no_secrets(
 
 
 def test_consent_expiry_warning(connect_settings, alice_connection, engine):
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    soon = clock.now() + dt.timedelta(days=3)
     with engine.begin() as conn:
         conn.execute(sa.update(connections).values(consent_expires_at=soon))
     warnings = consent_warnings(engine, within_days=7)
@@ -550,7 +551,7 @@ def test_discover_accounts_identity_501_cards_and_changed_ids(engine):
     from bank_pipeline.truelayer.client import DataClient
 
     store = ConnectionStore(engine, TokenCipher([generate_key()]))
-    tokens = TokenSet("at", "rt", dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1), None)
+    tokens = TokenSet("at", "rt", clock.now() + dt.timedelta(hours=1), None)
     cid = store.save_connection(tokens, {"provider": {"provider_id": "ob-stub"}, "credentials_id": "cred-1"})
     bank = _StubBank()
     try:
