@@ -24,6 +24,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from bank_pipeline.cli_args import int_between, number_between, port
 from bank_pipeline.config import Settings
 from bank_pipeline.connections import (
     ConnectionStore,
@@ -100,7 +101,11 @@ class CallbackServer:
                 self._answer(parse_qs(urlsplit(self.path).query))
 
             def do_POST(self) -> None:  # noqa: N802  (response_mode=form_post)
-                length = int(self.headers.get("Content-Length") or 0)
+                declared = (self.headers.get("Content-Length") or "0").strip()
+                if not (declared.isascii() and declared.isdigit() and int(declared) <= 64 * 1024):
+                    self.send_error(413 if declared.isdigit() else 400)
+                    return
+                length = int(declared)
                 raw = self.rfile.read(length).decode("utf-8", "replace") if length else ""
                 self._answer(parse_qs(raw))
 
@@ -332,7 +337,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("connect", help="connect a bank through TrueLayer (OAuth with PKCE)")
     p.add_argument("--no-browser", action="store_true", help="print the link instead of opening a browser")
     p.add_argument(
-        "--redirect-port", type=int, default=None, help="port of the local redirect URI (0: any free port)"
+        "--redirect-port", type=port, default=None, help="port of the local redirect URI (0: any free port)"
     )
     p.add_argument(
         "--simulator-user",
@@ -350,12 +355,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--form-post", action="store_true", help="ask for response_mode=form_post")
     p.add_argument(
-        "--timeout", type=float, default=300, help="seconds to wait for the redirect (default 300)"
+        "--timeout",
+        type=number_between(1, 86400, "a number of seconds"),
+        default=300,
+        help="seconds to wait for the redirect (default 300)",
     )
     p.set_defaults(func=_connect_cmd)
 
     s = subparsers.add_parser("status", help="connections, consent expiry and accounts (no secrets)")
-    s.add_argument("--warn-days", type=int, default=7, help="warn when consent ends within this many days")
+    s.add_argument(
+        "--warn-days",
+        type=int_between(0, 3650, "a day count"),
+        default=7,
+        help="warn when consent ends within this many days",
+    )
     s.set_defaults(func=_status_cmd)
 
     r = subparsers.add_parser(
