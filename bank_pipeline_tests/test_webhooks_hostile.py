@@ -8,6 +8,7 @@ is counted in bounded storage.
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import json
 import logging
 import random
@@ -239,3 +240,48 @@ def test_rejection_storage_stays_bounded_under_a_flood(engine, webhook_signer, c
     assert len({r["source_bucket"] for r in rows}) > 32  # the senders were told apart, in buckets
     assert all(r["sample_source"].endswith("/24") for r in rows)
     assert len(warnings) <= len(reasons) * (1 + int((first + second) / 10))  # throttled, not 2,500
+
+
+# --- the migration folds the old one-row-per-request table into counters -------------------------
+
+
+def test_migration_folds_old_rejection_rows_into_counters(tmp_path):
+    from alembic import command
+
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.db.engine import alembic_config
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = alembic_config(engine)
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+    old = sa.table(
+        "webhook_rejections",
+        sa.column("received_at", sa.DateTime(timezone=True)),
+        sa.column("status_code", sa.Integer),
+        sa.column("reason", sa.Text),
+        sa.column("body_sha256", sa.String),
+    )
+    day1 = dt.datetime(2026, 11, 19, 10, tzinfo=dt.timezone.utc)
+    rows = [
+        {"received_at": day1, "status_code": 401, "reason": "missing Tl-Signature header", "body_sha256": "a"},
+        {"received_at": day1, "status_code": 401, "reason": "missing Tl-Signature header", "body_sha256": "b"},
+        {"received_at": day1, "status_code": 401, "reason": "jku not on the allow-list: http://x/\nFAKE (stored)",
+         "body_sha256": "c"},
+        {"received_at": day1 + dt.timedelta(days=1), "status_code": 401, "reason": "missing Tl-Signature header",
+         "body_sha256": "d"},
+    ]  # fmt: skip
+    with engine.begin() as conn:
+        conn.execute(old.insert(), rows)
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+    counters = sorted(
+        (str(r["day"]), r["reason"], r["count"], r["last_body_sha256"]) for r in _rejection_rows(engine)
+    )
+    engine.dispose()
+    assert counters == [
+        ("2026-11-19", "jku not on the allow-list", 1, "c"),
+        ("2026-11-19", "missing Tl-Signature header", 2, "b"),
+        ("2026-11-20", "missing Tl-Signature header", 1, "d"),
+    ]
