@@ -285,3 +285,23 @@ def test_migration_folds_old_rejection_rows_into_counters(tmp_path):
         ("2026-11-19", "missing Tl-Signature header", 2, "b"),
         ("2026-11-20", "missing Tl-Signature header", 1, "d"),
     ]
+
+
+def test_status_lists_refused_webhook_requests(db_url, tmp_path, monkeypatch, capsys):
+    from bank_pipeline.cli import main
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.webhooks.rejections import record_rejection
+
+    engine = make_engine(db_url)
+    for network in ("203.0.113.0/24", "198.51.100.0/24", "203.0.113.0/24"):
+        record_rejection(engine, status_code=401, reason="jku not on the allow-list", detail="http://e/\\n", source=network)
+    record_rejection(engine, status_code=413, reason="body too large", source="unknown")
+    engine.dispose()
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", db_url)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["status"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    start = out.index("webhook requests refused since 2026-11-14 (UTC): 4")
+    assert out[start + 1].split() == ["3", "401", "jku", "not", "on", "the", "allow-list", "(2", "source",
+                                      "bucket(s),", "last", "2026-11-20", "12:00)"]  # fmt: skip
+    assert out[start + 2].split()[:5] == ["1", "413", "body", "too", "large"]

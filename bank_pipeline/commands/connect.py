@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import datetime as dt
 import html
 import logging
 import queue
@@ -24,6 +25,7 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from bank_pipeline import clock
 from bank_pipeline.cli_args import int_between, number_between, port
 from bank_pipeline.config import Settings
 from bank_pipeline.connections import (
@@ -40,6 +42,8 @@ from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
 
 log = logging.getLogger(__name__)
+
+REJECTIONS_SHOWN_DAYS = 7  # `status` lists refused webhook requests of the last week
 
 
 @dataclass
@@ -316,6 +320,12 @@ def _status_cmd(args: argparse.Namespace) -> int:
     try:
         migrate(engine)
         print(format_status(status_summary(engine, within_days=args.warn_days)))
+        from bank_pipeline.webhooks.rejections import format_rejections, rejection_summary
+
+        since = clock.today_utc() - dt.timedelta(days=REJECTIONS_SHOWN_DAYS - 1)
+        rejected = rejection_summary(engine, since)
+        if rejected:
+            print(format_rejections(rejected, since))
     finally:
         engine.dispose()
     return 0

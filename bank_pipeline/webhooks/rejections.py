@@ -164,3 +164,17 @@ def rejection_summary(engine: Engine, since: dt.date) -> list[dict[str, Any]]:
             .order_by(sa.desc("count"), t.c.reason)
         ).mappings()
         return [{**row, "count": int(row["count"])} for row in rows]
+
+
+def format_rejections(summary: list[dict[str, Any]], since: dt.date) -> str:
+    """`rejection_summary` as text for `bank-pipeline status`."""
+    total = sum(row["count"] for row in summary)
+    lines = [f"webhook requests refused since {since} (UTC): {total}"]
+    for row in summary:
+        last = row["last_seen"]
+        last_text = f"{last:%Y-%m-%d %H:%M}" if isinstance(last, dt.datetime) else str(last)
+        lines.append(
+            f"  {row['count']:>8}  {row['status_code']} {row['reason']} "
+            f"({row['sources']} source bucket(s), last {last_text})"
+        )
+    return "\n".join(lines)
