@@ -184,7 +184,7 @@ def test_unsigned_flood_naming_a_slow_key_server_does_not_delay_genuine_webhooks
         key_server.close()
 
     print(
-        f"\n{mode} key server: genuine webhook {baseline * 1000:.0f} ms alone, {during * 1000:.0f} ms during "
+        f"\n[{engine.dialect.name}] {mode} key server: genuine webhook {baseline * 1000:.0f} ms alone, {during * 1000:.0f} ms during "
         f"50 parallel forged requests; key server fetched {key_server.hits} time(s); forged answers "
         f"{sorted(set(statuses))}"
     )
@@ -229,7 +229,7 @@ def test_rejection_storage_stays_bounded_under_a_flood(engine, webhook_signer, c
     rows = _rejection_rows(engine)
     warnings = [r for r in caplog.records if "webhook rejected" in r.getMessage()]
     print(
-        f"\n2,000 unsigned requests in {first:.1f} s -> {len(rows_after_first)} rejection rows; "
+        f"\n[{engine.dialect.name}] 2,000 unsigned requests in {first:.1f} s -> {len(rows_after_first)} rejection rows; "
         f"500 more in {second:.1f} s -> {len(rows)} rows; {len(warnings)} log lines"
     )
     bound = len(reasons) * 64  # reasons x source buckets, per day
