@@ -105,6 +105,40 @@ def test_escaped_jku_is_readable_in_the_log(engine, webhook_signer, caplog):
     assert "jku not on the allow-list [http://evil/\\x00jwks\\nfake] from 127.0.0.0/24" in caplog.text
 
 
+def test_hostile_kid_and_tl_headers_with_an_allow_listed_jku_are_401(engine, webhook_signer, caplog):
+    """The allow-listed path (keys fetched, signature checked) with hostile kid and tl_headers."""
+    caplog.set_level(logging.INFO)
+    body = json.dumps(webhook_signer.event())
+    header = {**_jws(webhook_signer.jku), "kid": "k\x00\nFORGED-KID", "tl_headers": "X-TL-Webhook-Timestamp,X-\nFAKE"}
+    headers = {
+        **webhook_signer.headers("http://x/webhooks/truelayer", body),
+        "Tl-Signature": _signature_with_header(header),
+    }
+    with run_webhook_server_in_thread(engine, jku_allowlist=[webhook_signer.jku]) as server:
+        response = httpx.post(server.url, content=body, headers=headers, timeout=10)
+        signed = webhook_signer.post(server.url, webhook_signer.event())  # a genuine one still passes
+    assert response.status_code == 401 and signed.status_code == 200
+    messages = [record.getMessage() for record in caplog.records]
+    assert any("signature verification failed" in m for m in messages), messages
+    assert all(m.isprintable() and m.isascii() for m in messages), messages
+    (row,) = _rejection_rows(engine)
+    assert row["reason"] == "signature verification failed" and str(row["sample_detail"]).isprintable()
+
+
+def test_escape_truncates_and_fingerprints_long_values():
+    from bank_pipeline.webhooks.untrusted import escape, source_network
+
+    assert escape("a\x00b\nc\u202e\\") == "a\\x00b\\nc\\u202e\\\\"
+    long = "x" * 100 + "\n"
+    shown = escape(long, 10)
+    assert shown.startswith("xxxxxxxxxx...(+91 chars, sha256 ") and shown.isprintable() and len(shown) < 60
+    assert escape(b"\xff\x00") == "\\xff\\x00"
+    assert source_network("203.0.113.77") == "203.0.113.0/24"
+    assert source_network("::ffff:203.0.113.77") == "203.0.113.0/24"
+    assert source_network("2001:db8:1:2::1") == "2001:db8:1::/48"
+    assert source_network("not an address\n") == source_network(None) == "unknown"
+
+
 # --- a slow or failing allow-listed key server does not delay genuine webhooks -------------------
 
 

@@ -19,7 +19,7 @@ def escape(value: object, limit: int = MAX_CHARS) -> str:
     """Printable ASCII only: control and non-ASCII characters as Python escapes (\\x00, \\n,
     \\u202e), at most `limit` characters of the value, then its length and a SHA-256 prefix."""
     if isinstance(value, bytes):
-        text = value.decode("utf-8", "backslashreplace")
+        text = value.decode("latin-1")  # one character per byte, escaped below
     else:
         text = value if isinstance(value, str) else str(value)
     escaped = repr(text[:limit])[1:-1].encode("ascii", "backslashreplace").decode("ascii")
