@@ -72,7 +72,7 @@ class _ThrottledLog:
             self._last[key] = (last, skipped + 1)
             return
         self._last[key] = (now, 0)
-        more = f" (+{skipped} more in {self._interval:g} s)" if skipped else ""
+        more = f" (+{skipped} more like it since the last such line)" if skipped else ""
         log.warning(
             "webhook rejected with %s: %s%s from %s%s",
             exc.status,
@@ -105,7 +105,6 @@ def create_webhook_app(
         max_fetches_per_minute=jwks_max_fetches_per_minute,
     )
     rejection_log = _ThrottledLog(LOG_INTERVAL_SECONDS)
-
     rejections = RejectionCounter(engine, buckets=rejection_buckets)
 
     async def _reject(exc: WebhookRejected, body: bytes, source: str) -> JSONResponse:
