@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import html
 import re
 import threading
 import time
@@ -262,13 +263,14 @@ def test_wrong_code_verifier_is_rejected(connect_settings, tl_sim, engine):
     assert wrong not in str(info.value)
 
 
-def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
-    """A redirect carrying a state this connect did not issue is refused (real HTTP to the callback)."""
+def _callback_during_connect(settings, params: dict) -> tuple[httpx.Response, BankPipelineError | None]:
+    """Run `connect` waiting for a browser, send it `params` as the redirect over real HTTP;
+    returns the page the browser gets and the error `connect` failed with."""
     outcome = {}
 
     def run():
         try:
-            main_connect(connect_settings, simulator_user=None, timeout=20)
+            main_connect(settings, simulator_user=None, timeout=20)
         except BankPipelineError as exc:
             outcome["error"] = exc
 
@@ -277,16 +279,39 @@ def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
     deadline = time.monotonic() + 15
     while True:
         try:
-            response = httpx.get(
-                connect_settings.redirect_uri, params={"code": "x", "state": "forged"}, timeout=2
-            )
+            response = httpx.get(settings.redirect_uri, params=params, timeout=2)
             break
         except httpx.TransportError:
             assert time.monotonic() < deadline, "callback server never came up"
             time.sleep(0.05)
-    assert response.status_code == 200
     thread.join(30)
-    assert "state mismatch" in str(outcome["error"])
+    return response, outcome.get("error")
+
+
+def _page_text(response: httpx.Response) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
+
+
+def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
+    """A redirect carrying a state this connect did not issue is refused, and the browser page
+    says exactly what the CLI says (never "Connected")."""
+    response, error = _callback_during_connect(connect_settings, {"code": "x", "state": "forged"})
+    assert response.status_code == 200
+    assert "state mismatch" in str(error)
+    page = _page_text(response)
+    assert "Not connected" in page and f"error: {error}" in page
+    assert "Connected" not in page.replace("Not connected", "")
+
+
+def test_bank_error_on_the_callback_shows_the_cli_error_on_the_page(connect_settings, tl_sim):
+    response, error = _callback_during_connect(
+        connect_settings, {"error": "access_denied", "error_description": "the user said no <b>"}
+    )
+    assert str(error) == "the bank connection was not authorised: access_denied: the user said no <b>"
+    page = _page_text(response)
+    assert "Not connected" in page and f"error: {error}" in page
+    assert "<b>" not in response.text  # escaped in the HTML
+    assert "Connected" not in page.replace("Not connected", "")
 
 
 def test_refresh_rotates_and_persists_the_new_pair(connect_settings, alice_connection, engine):

@@ -335,14 +335,24 @@ webhook_events = Table(
     Column("run_key", String(256)),
 )
 
+# Refused webhook requests, counted (never one row per request: a flood must not grow the table).
+# One row per UTC day, status, reason (a fixed phrase) and source bucket (a hash of the sender's
+# network, 0..63), so rows per day are bounded; sample_* hold the first sender/detail, escaped.
 webhook_rejections = Table(
     "webhook_rejections",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    _ts("received_at", False),
+    Column("day", Date, nullable=False),
     Column("status_code", Integer, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("body_sha256", String(64)),
+    Column("reason", String(64), nullable=False),
+    Column("source_bucket", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    _ts("first_seen", False),
+    _ts("last_seen", False),
+    Column("sample_source", String(64)),
+    Column("sample_detail", String(300)),
+    Column("last_body_sha256", String(64)),
+    UniqueConstraint("day", "status_code", "reason", "source_bucket", name="uq_webhook_rejections_key"),
 )
 
 api_call_budget = Table(
