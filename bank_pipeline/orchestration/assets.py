@@ -2,8 +2,8 @@
 
 Each asset is thin: it groups the run's partition keys by account and hands each account's days
 to a plain function in `bank_pipeline.ingest` / `bank_pipeline.enrich`. Stages pass data through
-the application database, so every asset returns only metadata (no IO manager) and a whole
-backfill range runs as one run (`BackfillPolicy.single_run()`).
+the application database, so every asset returns only metadata (no IO manager), and a backfill is
+cut into runs of one account and one bank window (`BACKFILL`).
 """
 
 
