@@ -55,6 +55,7 @@ LEDGER_COLUMNS = (
     "transaction_classification",
     "running_balance",
     "running_balance_currency",
+    "flags",
 )
 
 
