@@ -170,3 +170,17 @@ def test_staged_rows_never_hold_characters_postgres_refuses(engine):
     with engine.connect() as conn:
         descriptions = conn.execute(sa.select(staged_transactions.c.description)).scalars().all()
     assert "\ufffd broken emoji" in descriptions and count(engine, transactions) == 14
+
+
+def test_a_failed_fetch_whose_message_quotes_a_nul_is_still_recorded(engine):
+    from bank_pipeline.ingest import fetch_account_days
+    from bank_pipeline.truelayer.errors import MalformedResponse
+
+    account = make_account(engine)
+    client = FakeClient()
+    client.fail_with = MalformedResponse("TrueLayer GET /x returned a body that is not valid JSON (starts '\x00\x00{')")
+    with pytest.raises(MalformedResponse):
+        fetch_account_days(engine, client, account, DAYS, run_id="r1", today=TODAY)
+    with engine.connect() as conn:
+        error = conn.execute(sa.select(raw_fetches.c.error)).scalar_one()
+    assert "not valid JSON (starts '{')" in error
