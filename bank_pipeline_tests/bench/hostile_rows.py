@@ -84,6 +84,7 @@ def run(args) -> None:
         tmp_path = Path(tmp)
         db_url = f"sqlite:///{tmp_path / 'bench.db'}"
         migrate(make_engine(db_url))
+        (tmp_path / "dagster").mkdir()
         config = SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=None, **HOSTILE))
         with run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
             temp_dir=str(tmp_path / "dagster")
