@@ -152,15 +152,23 @@ def test_one_quarantine_entry_per_bad_row_after_three_imports_then_healed(engine
     assert quality.unexplained_quarantine(engine) == 1  # the row without an id is still unexplained
 
 
-def test_a_row_that_raises_anything_is_quarantined_and_the_rest_load(engine):
+def test_rows_with_odd_values_are_quarantined_and_the_rest_load(engine):
     account = make_account(engine)
     rows = _window("PLAIN")
-    rows[2] = dict(rows[2], amount=10**400)  # Decimal handles it; the point: nothing escapes
+    rows[2] = dict(rows[2], amount=10**400)  # out of range
     rows[4] = dict(rows[4], running_balance={"amount": [1], "currency": "GBP"})
     rows[6] = dict(rows[6], transaction_classification=["ok", {"x": 1}])
-    _, normalized, _, load = run_pipeline(engine, FakeClient(booked=rows), account, DAYS, today=TODAY)
-    assert normalized.quarantined == 3 and load.inserted == 11
-    assert quality.unexplained_quarantine(engine) == 3
+    # Dated in the window's text, but converting it to UTC overflows (this once escaped as an
+    # OverflowError and failed the fetch step while landing the row).
+    rows[8] = dict(rows[8], timestamp="9999-12-31T23:59:59-05:00")
+    client = FakeClient(booked=rows)
+    client.transactions = lambda kind, pid, start, end: client._response(rows)  # serve every row
+    _, normalized, _, load = run_pipeline(engine, client, account, DAYS, today=TODAY)
+    assert normalized.quarantined == 4 and load.inserted == 10
+    with engine.connect() as conn:
+        reasons = conn.execute(sa.select(quarantine.c.reason)).scalars().all()
+    assert any("timestamp: out of range: '9999-12-31T23:59:59-05:00'" in r for r in reasons)
+    assert quality.unexplained_quarantine(engine) == 4
 
 
 def test_staged_rows_never_hold_characters_postgres_refuses(engine):

@@ -144,7 +144,10 @@ def parse_timestamp(value: Any) -> tuple[dt.datetime, dt.date]:
     local_day = stamp.date()
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=_UTC)
-    return stamp.astimezone(_UTC), local_day
+    try:
+        return stamp.astimezone(_UTC), local_day
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the last representable instant
+        raise InvalidRow(f"timestamp: out of range: {_show(value)}") from None
 
 
 def local_date(value: Any) -> dt.date | None:
