@@ -18,6 +18,7 @@ setup(
             "db/migrations/*.py",
             "db/migrations/versions/*.py",
             "enrich/data/*.json",
+            "ingest/data/*.txt",
             "enrich/data/*.csv",
             "simulator/data/*.json",
         ],
