@@ -1,14 +1,14 @@
 """ingest: converging quarantine, corrections history, row flags, stale pending rows
 
-Revision ID: 0002_ingest
-Revises: 0001
+Revision ID: 0003_ingest
+Revises: 0002_webhooks
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002_ingest"
-down_revision = "0001"
+revision = "0003_ingest"
+down_revision = "0002_webhooks"
 branch_labels = None
 depends_on = None
 
