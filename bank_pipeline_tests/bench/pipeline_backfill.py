@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -42,6 +43,11 @@ def _env(settings) -> dict[str, str]:
         PYTHONWARNINGS="ignore",
     )
     return env
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _dagster_execute(env: dict[str, str], tags: dict[str, str]) -> float:
@@ -86,10 +92,12 @@ def _run(args, storage: str, *, per_partition_baseline: bool) -> float:
         partitions = days * len(keys)
 
         reset_sim_stats(sim)
+        cpu = _children_cpu()
         wall = _dagster_execute(env, {
             "dagster/asset_partition_range_start": partition_key(keys[0], first),
             "dagster/asset_partition_range_end": partition_key(keys[-1], last),
         })
+        cpu = _children_cpu() - cpu
         stats = sim_stats(sim)
         with engine.connect() as conn:
             loaded = conn.execute(sa.select(sa.func.count()).select_from(transactions)).scalar_one()
@@ -97,7 +105,7 @@ def _run(args, storage: str, *, per_partition_baseline: bool) -> float:
         txn_calls = sum(v for k, v in stats["paths"].items() if k.endswith("/transactions"))
         print(f"(a) single-run backfill: {days} days x {len(keys)} accounts = {partitions} partitions, "
               f"100 ms per TrueLayer call")
-        print(f"    wall {wall:.1f}s, {loaded} transactions, {loaded / wall:.0f} txn/s, runs launched: 1, "
+        print(f"    wall {wall:.1f}s (CPU {cpu:.1f}s in the run's process), {loaded} transactions, {loaded / wall:.0f} txn/s, runs launched: 1, "
               f"event-log records: {_event_log_records(instance)}")
         print(f"    Data API calls: {calls}; transactions calls: {txn_calls} "
               f"(= {txn_calls / len(keys):.1f} per account; at most 1 per 90 days allows {-(-days // 90)})")
