@@ -17,6 +17,9 @@ from bank_pipeline_tests.fixtures.pipeline import TODAY, expected_totals
 pytestmark = pytest.mark.slow
 
 YESTERDAY = TODAY - dt.timedelta(days=1)
+# The year-long cases run on the embedded default (SQLite app database); the PostgreSQL app
+# database goes through the same code in the shorter cases below and in test_pipeline.py.
+EMBEDDED_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
 
 def _bank_rules(**extra):
@@ -36,6 +39,7 @@ def _move_to(pipe, move_clock, day: dt.date) -> None:
     move_clock(day)
 
 
+@EMBEDDED_ONLY
 def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_works(pipeline_factory, move_clock):
     from bank_pipeline.history import history_window, import_history, land_history
     from bank_pipeline.orchestration.partitions import SCHEDULE_TAG
@@ -64,6 +68,7 @@ def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_wo
     assert "429" not in {str(s) for s in stats.get("statuses", {})}
 
 
+@EMBEDDED_ONLY
 def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipeline_factory):
     from bank_pipeline.history import history_window, import_history, land_history
 
@@ -82,6 +87,7 @@ def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipe
     assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == 356 * len(pipe.keys)
 
 
+@EMBEDDED_ONLY
 def test_a_budget_starved_backfill_lands_what_it_fetched_keeps_the_reserve_and_resumes(pipeline_factory, move_clock):
     pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
     key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
