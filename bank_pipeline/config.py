@@ -82,6 +82,10 @@ class Settings:
     enrich_batch_size: int
     schedule_cron: str
     initial_backfill_days: int
+    # The model queue (enrich/queue.py): descriptions per call, longest wait, Message Batches use.
+    enrich_queue_batch: int = 25
+    enrich_queue_delay_hours: float = 24.0
+    enrich_batch_api_min: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -122,6 +126,9 @@ class Settings:
             enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 40),
             schedule_cron=_env("BANK_PIPELINE_SCHEDULE_CRON", "0 6 * * *"),
             initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
+            enrich_queue_batch=_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25),
+            enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
+            enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
         )
 
     def require_client_credentials(self) -> tuple[str, str]:

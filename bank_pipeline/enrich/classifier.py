@@ -1,0 +1,5 @@
+"""placeholder"""
+
+
+def train_for(engine, categories):
+    return None

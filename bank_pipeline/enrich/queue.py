@@ -1,0 +1,106 @@
+"""The model queue: new descriptions wait here, answered provisionally by the offline tiers, until
+a full batch has gathered or the oldest has waited long enough.
+
+A daily run sees a handful of new descriptions; calling the model for each handful pays the
+instructions (the prompt prefix) every day for a few answers. Queued, the same descriptions share
+one call per `batch` of them, whatever the run shape; the provisional answers are shown meanwhile
+and replaced when the model answers (never over an override: `service._write` guards that).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from sqlalchemy import Connection, delete, select, update
+
+from bank_pipeline.db.schema import enrichment_queue
+from bank_pipeline.enrich._db import chunks, insert_ignore
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """When queued transactions go to the model.
+
+    batch: distinct descriptions per model call; a call is made as soon as this many are queued.
+    delay: the longest a queued description waits for its batch to fill; then it is sent anyway.
+    batch_api_min: send through the Message Batches API (half price, answer within a day) when at
+    least this many descriptions go at once; 0 = never (the user has not allowed the delay).
+    """
+
+    batch: int = 25
+    delay: timedelta = timedelta(days=1)
+    batch_api_min: int = 0
+
+    @classmethod
+    def from_settings(cls, settings) -> QueuePolicy:
+        return cls(
+            batch=max(1, settings.enrich_queue_batch),
+            delay=timedelta(hours=settings.enrich_queue_delay_hours),
+            batch_api_min=max(0, settings.enrich_batch_api_min),
+        )
+
+
+@dataclass(frozen=True)
+class Queued:
+    transaction_id: int
+    cache_key: str | None
+    queued_at: datetime
+    batch_id: str | None
+
+
+def enqueue(conn: Connection, items: Iterable[tuple[int, str | None]], now: datetime) -> None:
+    """Queue (transaction id, cache key) pairs; one already queued keeps its first time."""
+    rows = [{"transaction_id": i, "cache_key": k, "queued_at": now} for i, k in items]
+    for part in chunks(rows):
+        insert_ignore(conn, enrichment_queue, part, ["transaction_id"])
+
+
+def load(conn: Connection) -> list[Queued]:
+    q = enrichment_queue.c
+    rows = conn.execute(
+        select(q.transaction_id, q.cache_key, q.queued_at, q.batch_id).order_by(q.queued_at, q.transaction_id)
+    )
+    return [Queued(r.transaction_id, r.cache_key, _aware(r.queued_at), r.batch_id) for r in rows]
+
+
+def remove(conn: Connection, ids: Iterable[int]) -> None:
+    for part in chunks(sorted(set(ids))):
+        conn.execute(delete(enrichment_queue).where(enrichment_queue.c.transaction_id.in_(part)))
+
+
+def mark_submitted(conn: Connection, ids: Iterable[int], batch_id: str | None, now: datetime | None) -> None:
+    """Record the Message Batch carrying these items (None: back to the plain queue)."""
+    for part in chunks(sorted(set(ids))):
+        conn.execute(
+            update(enrichment_queue)
+            .where(enrichment_queue.c.transaction_id.in_(part))
+            .values(batch_id=batch_id, submitted_at=now)
+        )
+
+
+def counts(conn: Connection) -> dict[str, int]:
+    """Queued transactions, and those of them inside a submitted Message Batch."""
+    q = enrichment_queue.c
+    total = submitted = 0
+    for row in conn.execute(select(q.batch_id)):
+        total += 1
+        submitted += row.batch_id is not None
+    return {"queued": total, "in_message_batches": submitted}
+
+
+def due(groups: list[tuple[datetime, str]], policy: QueuePolicy, now: datetime) -> int:
+    """How many of these groups (oldest first: (queued at, key)) to send now: every one when the
+    oldest has waited `delay`, else only whole batches."""
+    if not groups:
+        return 0
+    if groups[0][0] <= now - policy.delay:
+        return len(groups)
+    return len(groups) // policy.batch * policy.batch
+
+
+def _aware(value: datetime) -> datetime:
+    from datetime import timezone
+
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
