@@ -271,12 +271,21 @@ def _enrich_chunk(
         )
         if rule:
             answers[txn.id] = rule.enrichment
-            continue
-        learned = classifier.predict(txn) if classifier is not None else None
-        if learned is not None:
-            answers[txn.id] = learned
         else:
             pending.append(txn)
+    if classifier is not None and pending:
+        learned = classifier.predict_many(pending)
+        offline = _offline(categories)
+        for txn in pending:
+            if txn.id in learned:
+                # The label is the user's; the merchant name and how it was paid, the offline model's.
+                base = offline.classify(txn)
+                answers[txn.id] = learned[txn.id].with_(
+                    merchant=base.merchant,
+                    merchant_type=base.merchant_type,
+                    payment_method=base.payment_method,
+                )
+        pending = [t for t in pending if t.id not in learned]
 
     with engine.connect() as conn:
         found = cache_store.lookup(conn, [k for t in pending if (k := keys[t.id])])
