@@ -158,3 +158,21 @@ def test_message_batches_carry_large_sends_at_half_price(engine, fake_anthropic,
             c["cache_read_input_tokens"],
         )
         assert Decimal(str(c["cost_usd"])) == (full / 2).quantize(Decimal("0.00000001"))
+
+
+def test_confident_provisional_answers_wait_for_a_full_batch_up_to_the_longest_delay(
+    engine, fake_anthropic, anthropic_model_factory, move_clock
+):
+    policy = QueuePolicy(batch=25, delay=timedelta(hours=24), max_delay=timedelta(days=10))
+    model = anthropic_model_factory(batch_size=25, queue=policy)
+    account = make_account(engine)
+    ids = add_transactions(engine, account, [(DAY, "CARD PAYMENT TO TESCO STORES 3297", -8)])
+    enrich_account_days(engine, {account: [DAY]}, model, run_id="r1")
+    assert _rows(engine)[ids[0]]["confidence"] >= 0.5  # a known merchant: a useful answer already
+    noon = datetime.combine(TODAY, datetime.min.time(), timezone.utc) + timedelta(hours=12)
+    move_clock(noon + timedelta(days=3))
+    enrich_account_days(engine, {account: [TODAY]}, model, run_id="r2")
+    assert fake_anthropic.message_requests == [] and _queued(engine) == set(ids)
+    move_clock(noon + timedelta(days=11))
+    enrich_account_days(engine, {account: [TODAY]}, model, run_id="r3")
+    assert [int(i) for i in _asked(fake_anthropic)] == ids and _queued(engine) == set()

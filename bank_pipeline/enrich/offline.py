@@ -62,7 +62,7 @@ class OfflineModel:
 
     def __init__(self, categories: dict[str, Category] | None = None, kb: KnowledgeBase | None = None):
         self.categories = categories or load_categories()
-        self.kb = kb or load_knowledge_base()
+        self.kb = kb if kb is not None else load_knowledge_base()  # an empty KB is falsy
         # Versioned by the knowledge base's content, so cached answers of an older KB are redone.
         self.name = f"offline-{self.kb.digest}"
 

@@ -24,7 +24,10 @@ class QueuePolicy:
     """When queued transactions go to the model.
 
     batch: distinct descriptions per model call; a call is made as soon as this many are queued.
-    delay: the longest a queued description waits for its batch to fill; then it is sent anyway.
+    delay: the longest a description the offline tiers were unsure of (provisional confidence below
+    `unsure_below`, e.g. "unknown") waits for its batch to fill; then the queue is sent anyway.
+    max_delay: the longest any queued description waits (a confident provisional answer is
+    already useful, so it may wait longer for a full batch).
     batch_api_min: send through the Message Batches API (half price, answer within a day) when at
     least this many descriptions go at once; 0 = never (the user has not allowed the delay).
     """
@@ -32,6 +35,8 @@ class QueuePolicy:
     batch: int = 25
     delay: timedelta = timedelta(days=1)
     batch_api_min: int = 0
+    unsure_below: float = 0.5
+    max_delay: timedelta = timedelta(days=30)
 
     @classmethod
     def from_settings(cls, settings) -> QueuePolicy:
@@ -39,6 +44,9 @@ class QueuePolicy:
             batch=max(1, settings.enrich_queue_batch),
             delay=timedelta(hours=settings.enrich_queue_delay_hours),
             batch_api_min=max(0, settings.enrich_batch_api_min),
+            max_delay=timedelta(
+                hours=max(settings.enrich_queue_max_delay_hours, settings.enrich_queue_delay_hours)
+            ),
         )
 
 
@@ -90,12 +98,13 @@ def counts(conn: Connection) -> dict[str, int]:
     return {"queued": total, "in_message_batches": submitted}
 
 
-def due(groups: list[tuple[datetime, str]], policy: QueuePolicy, now: datetime) -> int:
-    """How many of these groups (oldest first: (queued at, key)) to send now: every one when the
-    oldest has waited `delay`, else only whole batches."""
+def due(groups: list[tuple[datetime, bool]], policy: QueuePolicy, now: datetime) -> int:
+    """How many of these groups (oldest first: (queued at, unsure)) to send now: every one when
+    an unsure one has waited `delay` or any has waited `max_delay`, else only whole batches."""
     if not groups:
         return 0
-    if groups[0][0] <= now - policy.delay:
+    late = groups[0][0] <= now - policy.max_delay
+    if late or any(unsure and at <= now - policy.delay for at, unsure in groups):
         return len(groups)
     return len(groups) // policy.batch * policy.batch
 

@@ -38,7 +38,10 @@ from bank_pipeline.enrich.rules import load_rules, match_rule
 from bank_pipeline.enrich.types import SOURCES, Enrichment, TxnInput
 
 log = logging.getLogger(__name__)
-CHUNK = 20000  # transactions per pass: bounds memory; misses of a pass share model batches
+CHUNK = 20000
+# The classifier answers when the offline model's confidence is below this (keyword guesses,
+# processor-only matches, unknown); merchant matches (0.75+) and decisive words (0.85) stand.
+CLASSIFIER_BELOW = 0.6  # transactions per pass: bounds memory; misses of a pass share model batches
 
 
 class Model(Protocol):
@@ -207,9 +210,11 @@ def enrich_account_days(
     *,
     run_id: str | None,
     force: bool = False,
+    learn: bool = True,
 ) -> EnrichStats:
     """Enrich the booked transactions of these accounts' days that have no enrichment yet (all of
-    them with `force`, except those with an override: the user's word is final)."""
+    them with `force`, except those with an override: the user's word is final). `learn=False`
+    skips the classifier tier (benchmarks compare with and without it)."""
     categories = model.categories
     stats = EnrichStats()
     ledger = Ledger(engine, run_id)
@@ -225,7 +230,7 @@ def enrich_account_days(
     with engine.connect() as conn:
         rules = load_rules(conn)
     policy = getattr(model, "queue", None)
-    classifier = _classifier(engine, categories)
+    classifier = _classifier(engine, categories) if learn and targets else None
     for part in chunks(targets, CHUNK):
         _enrich_chunk(
             engine,
@@ -274,17 +279,18 @@ def _enrich_chunk(
         else:
             pending.append(txn)
     if classifier is not None and pending:
-        learned = classifier.predict_many(pending)
+        # The classifier speaks where the knowledge base is unsure (it learned the user's labels
+        # for payees the knowledge base does not know; a known payee the user relabels is a rule).
         offline = _offline(categories)
-        for txn in pending:
-            if txn.id in learned:
-                # The label is the user's; the merchant name and how it was paid, the offline model's.
-                base = offline.classify(txn)
-                answers[txn.id] = learned[txn.id].with_(
-                    merchant=base.merchant,
-                    merchant_type=base.merchant_type,
-                    payment_method=base.payment_method,
-                )
+        base = {t.id: offline.classify(t) for t in pending}
+        unsure = [t for t in pending if base[t.id].confidence < CLASSIFIER_BELOW]
+        learned = classifier.predict_many(unsure)
+        for txn_id, answer in learned.items():
+            # The label is the user's; the merchant name and how it was paid, the offline model's.
+            b = base[txn_id]
+            answers[txn_id] = answer.with_(
+                merchant=b.merchant, merchant_type=b.merchant_type, payment_method=b.payment_method
+            )
         pending = [t for t in pending if t.id not in learned]
 
     with engine.connect() as conn:
@@ -406,6 +412,7 @@ def _flush_queue(
             return
         ids = [q.transaction_id for q in queued]
         txns: dict[int, TxnInput] = {}
+        confidence: dict[int, float] = {}
         overridden: set[int] = set()
         for part in chunks(ids):
             for row in conn.execute(
@@ -418,15 +425,17 @@ def _flush_queue(
                     transactions.c.transaction_category,
                     transactions.c.transaction_classification,
                     category_overrides.c.transaction_id.label("override_id"),
+                    enrichments.c.confidence.label("provisional_confidence"),
                 )
                 .select_from(
                     transactions.outerjoin(
                         category_overrides, category_overrides.c.transaction_id == transactions.c.id
-                    )
+                    ).outerjoin(enrichments, enrichments.c.transaction_id == transactions.c.id)
                 )
                 .where(transactions.c.id.in_(part))
             ).mappings():
                 txns[row["id"]] = _txn(dict(row))
+                confidence[row["id"]] = row["provisional_confidence"] or 0.0
                 if row["override_id"] is not None:
                     overridden.add(row["id"])
     gone = overridden | {i for i in ids if i not in txns}
@@ -485,12 +494,14 @@ def _flush_queue(
 
     groups = defaultdict(list)
     first: dict[str, datetime] = {}
+    unsure: dict[str, bool] = defaultdict(bool)
     for q in still:
         key = _group_key(q.transaction_id, q.cache_key)
         groups[key].append(txns[q.transaction_id])
         first.setdefault(key, q.queued_at)
+        unsure[key] |= confidence.get(q.transaction_id, 0.0) < policy.unsure_below
     order = sorted(groups, key=lambda k: (first[k], k))
-    send = order[: model_queue.due([(first[k], k) for k in order], policy, now)]
+    send = order[: model_queue.due([(first[k], unsure[k]) for k in order], policy, now)]
     if not send:
         return
     chosen = {k: groups[k] for k in send}
