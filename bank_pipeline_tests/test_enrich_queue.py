@@ -176,3 +176,21 @@ def test_confident_provisional_answers_wait_for_a_full_batch_up_to_the_longest_d
     move_clock(noon + timedelta(days=11))
     enrich_account_days(engine, {account: [TODAY]}, model, run_id="r3")
     assert [int(i) for i in _asked(fake_anthropic)] == ids and _queued(engine) == set()
+
+
+def test_plan_status_shows_queued_provisional_and_savings(engine, fake_anthropic, anthropic_model_factory):
+    from bank_pipeline.enrich.status import enrichment_status
+
+    model = anthropic_model_factory(batch_size=5, queue=QueuePolicy(batch=5, batch_api_min=5))
+    account = make_account(engine)
+    _shops(engine, account, DAY, 0, 7)
+    add_transactions(engine, account, [(TODAY, "CARD PAYMENT TO QZAA VENDOR", -3)])  # a repeat: cache
+    enrich_account_days(engine, {account: [DAY]}, model, run_id="s1")  # 5 go in a Message Batch
+    status = enrichment_status(engine, Decimal("0.0025"), 25)
+    assert (status.queued, status.in_message_batches, status.provisional) == (7, 5, 7)
+    enrich_account_days(engine, {account: [TODAY]}, model, run_id="s2")  # collected; the repeat is cached
+    status = enrichment_status(engine, Decimal("0.0025"), 25)
+    assert (status.queued, status.in_message_batches, status.provisional) == (2, 0, 2)
+    assert status.by_cache == 1 and status.saved_usd_cache == Decimal("0.0001")
+    assert status.saved_usd_batch_api > 0
+    assert "2 transaction(s) waiting for the model" in status.describe()

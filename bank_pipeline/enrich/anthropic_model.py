@@ -29,6 +29,7 @@ from bank_pipeline.errors import BankPipelineError
 
 log = logging.getLogger(__name__)
 TOOL_NAME = "record_enrichments"
+BATCH_PROVIDER = "anthropic-batch"  # llm_calls.provider of answers from the Message Batches API
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
 _INSTRUCTIONS = """You categorise UK personal bank transactions for a budgeting ledger.
@@ -312,7 +313,7 @@ class AnthropicModel:
         for entry in self.client.messages.batches.results(batch_id):
             result = entry.result
             record = CallRecord(
-                provider=self.provider, model=self.name, batch_size=0, attempts=1, batch_api=True
+                provider=BATCH_PROVIDER, model=self.name, batch_size=0, attempts=1, batch_api=True
             )
             if result.type != "succeeded":
                 record.outcome, record.error = "error", f"batch request {entry.custom_id}: {result.type}"
