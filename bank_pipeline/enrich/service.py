@@ -73,6 +73,7 @@ class EnrichStats:
     in_message_batches: int = 0  # of those, submitted in a Message Batch not yet ended
     message_batches: int = 0  # Message Batches submitted by this run
     immediate_calls: int = 0  # calls the run would have made without the queue (one per batch of misses)
+    cache_answers: int = 0  # provisional answers replaced from the cache (not in by_source)
     batch_api_cost: Decimal = Decimal(0)  # charged for Message Batches (already half price)
     saved_usd_cache: Decimal = Decimal(0)
     saved_usd_classifier: Decimal = Decimal(0)
@@ -281,7 +282,7 @@ def _enrich_chunk(
     if classifier is not None and pending:
         # The classifier speaks where the knowledge base is unsure (it learned the user's labels
         # for payees the knowledge base does not know; a known payee the user relabels is a rule).
-        offline = _offline(categories)
+        offline = _offline(categories, model)
         base = {t.id: offline.classify(t) for t in pending}
         unsure = [t for t in pending if base[t.id].confidence < CLASSIFIER_BELOW]
         learned = classifier.predict_many(unsure)
@@ -320,7 +321,7 @@ def _enrich_chunk(
     stats.immediate_calls += -(-len(ask) // max(1, getattr(model, "batch_size", len(ask) or 1)))
     if ask and policy is not None:
         # Answer now from the offline tiers, provisionally; the model answers when its batch goes.
-        offline = _offline(categories)
+        offline = _offline(categories, model)
         for txn in misses:
             answers[txn.id] = offline.classify(txn).with_(flags=("provisional",))
         with engine.begin() as conn:
@@ -361,8 +362,11 @@ def _enrich_chunk(
 _OFFLINE: dict[int, OfflineModel] = {}
 
 
-def _offline(categories) -> OfflineModel:
-    """The provisional answerer (one per taxonomy; the knowledge base is loaded once)."""
+def _offline(categories, model=None) -> OfflineModel:
+    """The provisional answerer: the run's model when it is offline, else one per taxonomy (the
+    knowledge base is loaded once)."""
+    if isinstance(model, OfflineModel):
+        return model
     model = _OFFLINE.get(id(categories))
     if model is None or model.categories is not categories:
         model = _OFFLINE[id(categories)] = OfflineModel(categories)
@@ -389,7 +393,7 @@ def _savings(model: Model, stats: EnrichStats) -> None:
     prices = PriceTable.from_env()
     size = max(1, getattr(model, "batch_size", 25))
     per_txn = estimate_call_cost(model.name, size, prices) / size
-    stats.saved_usd_cache = per_txn * stats.by_source.get("cache", 0)
+    stats.saved_usd_cache = per_txn * (stats.by_source.get("cache", 0) + stats.cache_answers)
     stats.saved_usd_classifier = per_txn * stats.by_source.get("classifier", 0)
     prefix = prices.cost(model.name, TYPICAL_PREFIX_TOKENS, 0, 0, 0)
     # Calls avoided by queueing (can be negative in the run that sends a queue filled earlier),
@@ -485,6 +489,7 @@ def _flush_queue(
             still.append(q)
             continue
         answer = _complete(answer, txn, categories)
+        stats.cache_answers += answer.source == "cache"
         free_rows.append(_row(txn.id, answer, q.cache_key, run_id))
         free_ids.append(txn.id)
     if free_rows:
@@ -542,6 +547,7 @@ def _apply_model_answers(
             continue
         for n, txn in enumerate(members):
             e = _complete(answer if n == 0 else answer.with_(source="cache"), txn, categories)
+            stats.cache_answers += n > 0
             stats.fallbacks += any(f.startswith("fallback:") for f in e.flags)
             rows.append(_row(txn.id, e, None if key.startswith("#") else key, run_id))
             done.add(txn.id)

@@ -461,7 +461,7 @@ def run(args) -> None:
             f"(provisional confidence < {policy.unsure_below:g}) else {_hours(policy.max_delay)}; {label}, "
             f"then the next day's run; {r['runs']} runs): "
             f"{r['calls']} model calls for {r['n']} transactions; {r['asked']} distinct uncached sent → "
-            f"{per_25:.2f} calls per 25 uncached (target ≤ 1)"
+            f"{per_25:.2f} calls per 25 uncached (target ≤ 1; fewest possible {-(-r['asked'] // 25)} calls)"
         )
         print(
             f"  answered provisionally {r['provisional']}, replaced by the model {r['replaced']}, "
