@@ -101,7 +101,13 @@ class OfflineModel:
 
         rule = self.kb.keyword(self.kb.keywords_first, text, direction, method)
         if rule:
-            name = merchant if (named or rule.category not in _NO_MERCHANT) else None
+            name = (
+                merchant
+                if named
+                else (merchant or _display_name(named_body, self.kb))
+                if rule.category not in _NO_MERCHANT
+                else None
+            )
             return self._finish(
                 txn, self._result(rule.category, rule.subcategory, 0.85, merchant=name, **common)
             )

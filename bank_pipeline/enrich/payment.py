@@ -22,6 +22,7 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("cheque", re.compile(r"^check\s*#?\s*\d+|^(?:check|cheque) (?:paid|no)\b")),
     ("transfer", re.compile(r"\b(?:zelle|venmo|cash app|xfer|online transfer|wire transfer)\b")),
     ("bank_credit", re.compile(r"\b(?:direct dep|dir dep|ach credit|payroll)\b")),
+    ("direct_debit", re.compile(r"^ach (?:debit|pmt|payment)\b|\bach debit\b")),
     ("direct_debit", re.compile(r"^(?:dd|ddr)\b|\b(?:dd|ddr)$|\bdirect debit\b|\bd/d\b")),
     ("standing_order", re.compile(r"^(?:so|sto)\b|\b(?:so|sto)$|\bstanding order\b")),
     ("cash", re.compile(r"\b(?:atm|cpt|cashpoint|notemac|cash withdrawal)\b|^cash\b|^(?:link|lnk)\b")),
