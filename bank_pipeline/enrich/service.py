@@ -38,10 +38,10 @@ from bank_pipeline.enrich.rules import load_rules, match_rule
 from bank_pipeline.enrich.types import SOURCES, Enrichment, TxnInput
 
 log = logging.getLogger(__name__)
-CHUNK = 20000
-# The classifier answers when the offline model's confidence is below this (keyword guesses,
-# processor-only matches, unknown); merchant matches (0.75+) and decisive words (0.85) stand.
-CLASSIFIER_BELOW = 0.6  # transactions per pass: bounds memory; misses of a pass share model batches
+CHUNK = 20000  # transactions per pass: bounds memory; misses of a pass share model batches
+# The classifier answers when the offline model's confidence is below this (unknown, "other",
+# processor-only matches); merchants, decisive words and kind-of-business words stand.
+CLASSIFIER_BELOW = 0.5
 
 
 class Model(Protocol):
