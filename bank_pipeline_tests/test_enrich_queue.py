@@ -194,3 +194,23 @@ def test_plan_status_shows_queued_provisional_and_savings(engine, fake_anthropic
     assert status.by_cache == 1 and status.saved_usd_cache == Decimal("0.0001")
     assert status.saved_usd_batch_api > 0
     assert "2 transaction(s) waiting for the model" in status.describe()
+
+
+def test_due_fills_a_late_batch_with_the_oldest_others_and_keeps_the_rest_for_a_full_one():
+    from bank_pipeline.enrich.queue import due
+
+    now = datetime(2026, 11, 20, 12, tzinfo=timezone.utc)
+    policy = QueuePolicy(batch=3, delay=timedelta(days=1), max_delay=timedelta(days=30))
+    old, new = now - timedelta(days=2), now - timedelta(hours=1)
+    confident = [(old, False)] * 4
+    assert due(confident + [(new, False)], policy, now) == [0, 1, 2]  # one whole batch
+    assert due([(old, False), (new, True)], policy, now) == []  # nothing late, no whole batch
+    assert due([(old, False), (old, True), (new, False)], policy, now) == [0, 1, 2]  # late: a batch
+    mixed = [(old, False), (old, False), (old, False), (old, True)]
+    assert due(mixed, policy, now) == [0, 1, 3]  # the late unsure one first, filled up to a batch
+    assert due([(old, True), (old, False), (old, False), (old, False), (new, False)], policy, now) == [
+        0,
+        1,
+        2,
+    ]
+    assert due([(now - timedelta(days=31), False), (new, False)], policy, now) == [0, 1]

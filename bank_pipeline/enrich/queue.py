@@ -98,15 +98,22 @@ def counts(conn: Connection) -> dict[str, int]:
     return {"queued": total, "in_message_batches": submitted}
 
 
-def due(groups: list[tuple[datetime, bool]], policy: QueuePolicy, now: datetime) -> int:
-    """How many of these groups (oldest first: (queued at, unsure)) to send now: every one when
-    an unsure one has waited `delay` or any has waited `max_delay`, else only whole batches."""
+def due(groups: list[tuple[datetime, bool]], policy: QueuePolicy, now: datetime) -> list[int]:
+    """Which of these groups (oldest first: (queued at, unsure)) to send now, by index.
+
+    Whole batches, oldest first; when an unsure one has waited `delay`, those too, with the batch
+    they start filled up from the oldest others; everything once the oldest has waited `max_delay`.
+    """
     if not groups:
-        return 0
-    late = groups[0][0] <= now - policy.max_delay
-    if late or any(unsure and at <= now - policy.delay for at, unsure in groups):
-        return len(groups)
-    return len(groups) // policy.batch * policy.batch
+        return []
+    if groups[0][0] <= now - policy.max_delay:
+        return list(range(len(groups)))
+    late = [i for i, (at, unsure) in enumerate(groups) if unsure and at <= now - policy.delay]
+    size = len(groups) // policy.batch * policy.batch
+    if late:
+        size = max(size, -(-len(late) // policy.batch) * policy.batch)
+    chosen = late + [i for i in range(len(groups)) if i not in set(late)]
+    return sorted(chosen[: min(size, len(groups))])
 
 
 def _aware(value: datetime) -> datetime:

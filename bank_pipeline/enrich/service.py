@@ -506,7 +506,7 @@ def _flush_queue(
         first.setdefault(key, q.queued_at)
         unsure[key] |= confidence.get(q.transaction_id, 0.0) < policy.unsure_below
     order = sorted(groups, key=lambda k: (first[k], k))
-    send = order[: model_queue.due([(first[k], unsure[k]) for k in order], policy, now)]
+    send = [order[i] for i in model_queue.due([(first[k], unsure[k]) for k in order], policy, now)]
     if not send:
         return
     chosen = {k: groups[k] for k in send}
