@@ -137,3 +137,8 @@ def test_unknown_only_when_nothing_fits():
     answer = OfflineModel().classify(_txn("XQZT 99812 KLMB"))
     assert answer.category == "unknown"
     assert answer.confidence == 0.0
+
+
+def test_truelayer_merchant_name_words_place_an_unknown_payee():
+    answer = OfflineModel().classify(_txn("CARD PAYMENT 0034", merchant_name="Luigis Pizzeria"))
+    assert (answer.category, answer.merchant) == ("dining", "Luigis Pizzeria")

@@ -132,7 +132,9 @@ class OfflineModel:
 
         # After a processor prefix ("SQ *THE LITTLE BAKERY") the rest is the merchant's own name.
         rest = " ".join(text.split()[match.start + match.words :]) if match else named_body
-        rule = self.kb.keyword(self.kb.keywords_after, text, direction, method)
+        # TrueLayer's merchant_name may say what kind of business it is when the text does not.
+        words = f"{text} {clean_text(txn.merchant_name)}".strip() if txn.merchant_name else text
+        rule = self.kb.keyword(self.kb.keywords_after, words, direction, method)
         if rule:
             name = merchant or (_display_name(rest, self.kb) if rule.category not in _NO_MERCHANT else None)
             return self._finish(
