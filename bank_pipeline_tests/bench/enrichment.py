@@ -289,7 +289,8 @@ def _read_labelled(path: Path) -> list[dict]:
                 "merchant_name": r.get("merchant_name") or None,
                 "classification": tuple(p.strip() for p in classification.split("|") if p.strip()),
                 "category": (r.get("expected_category") or r.get("category") or "").strip(),
-                "merchant": (r.get("expected_merchant") or "").strip(),
+                "merchant": (r.get("expected_merchant") or r.get("merchant") or "").strip(),
+                "region": (r.get("region") or "").strip(),
             }
         )
     return rows
@@ -301,6 +302,7 @@ def _score(rows: list[dict]) -> dict:
 
     model = OfflineModel()
     per: dict[str, list[int]] = {}
+    regions: dict[str, list[int]] = {}
     right = unknown = 0
     for i, r in enumerate(rows):
         answer = model.classify(
@@ -320,6 +322,11 @@ def _score(rows: list[dict]) -> dict:
         per.setdefault(r["category"], [0, 0])
         per[r["category"]][0] += ok
         per[r["category"]][1] += 1
+        if r["region"]:
+            cell = regions.setdefault(r["region"], [0, 0, 0])
+            cell[0] += ok
+            cell[1] += answer.category == "unknown"
+            cell[2] += 1
     answered = len(rows) - unknown
     return {
         "n": len(rows),
@@ -327,6 +334,7 @@ def _score(rows: list[dict]) -> dict:
         "unknown": unknown / len(rows),
         "answered_accuracy": right / answered if answered else 0.0,
         "per": per,
+        "regions": regions,
     }
 
 
@@ -341,6 +349,14 @@ def _print_labelled(title: str, path: Path, note: str) -> None:
     )
     cells = [f"{c} {r}/{n} ({r / n:.0%})" for c, (r, n) in sorted(s["per"].items(), key=lambda kv: -kv[1][1])]
     print("  per category: " + ", ".join(cells))
+    if s["regions"]:
+        print(
+            "  per region: "
+            + ", ".join(
+                f"{region} {ok}/{n} right ({ok / n:.1%}), unknown {unk / n:.1%}"
+                for region, (ok, unk, n) in sorted(s["regions"].items(), key=lambda kv: -kv[1][2])
+            )
+        )
 
 
 def _curve_point(truth: dict, share: float, kb) -> tuple[float, float, float, int]:
