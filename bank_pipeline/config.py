@@ -85,7 +85,7 @@ class Settings:
     # The model queue (enrich/queue.py): descriptions per call, longest wait, Message Batches use.
     enrich_queue_batch: int = 25
     enrich_queue_delay_hours: float = 24.0
-    enrich_queue_max_delay_hours: float = 720.0
+    enrich_queue_max_delay_hours: float = 2160.0
     enrich_batch_api_min: int = 0
 
     @classmethod
@@ -129,7 +129,7 @@ class Settings:
             initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
             enrich_queue_batch=_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25),
             enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
-            enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 720)),
+            enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
             enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
         )
 

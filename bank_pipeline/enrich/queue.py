@@ -36,7 +36,7 @@ class QueuePolicy:
     delay: timedelta = timedelta(days=1)
     batch_api_min: int = 0
     unsure_below: float = 0.5
-    max_delay: timedelta = timedelta(days=30)
+    max_delay: timedelta = timedelta(days=90)
 
     @classmethod
     def from_settings(cls, settings) -> QueuePolicy:
