@@ -105,6 +105,7 @@ def _enrich_cmd(args: argparse.Namespace) -> int:
         f"run {run_id}: {meta['enriched']} enriched of {meta['transactions']} ({sources or 'nothing to do'}); "
         f"{meta['model_calls']} model call(s), tokens in {meta['tokens_in']} / out {meta['tokens_out']} / "
         f"cache read {meta['tokens_cache_read']} / cache write {meta['tokens_cache_write']}, "
-        f"cost ${meta['cost_usd']:.4f}"
+        f"cost ${meta['cost_usd']:.4f}; provisional {meta['provisional']}, replaced {meta['provisional_replaced']}, "
+        f"queued for the model {meta['queued']}"
     )
     return 0

@@ -321,6 +321,19 @@ enrichment_cache = Table(
     _ts("last_hit_at"),
 )
 
+# Transactions answered provisionally by the offline tiers, waiting for the model: sent when a
+# full batch has gathered or the oldest has waited the configured delay (or as a Message Batch).
+enrichment_queue = Table(
+    "enrichment_queue",
+    metadata,
+    Column("transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    Column("cache_key", String(512)),
+    _ts("queued_at", False),
+    Column("batch_id", String(128)),  # the Message Batch carrying it, once submitted
+    _ts("submitted_at"),
+    Index("ix_enrichment_queue_batch", "batch_id"),
+)
+
 category_rules = Table(
     "category_rules",
     metadata,
