@@ -25,7 +25,7 @@ EMBEDDED_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def _bank_rules(**extra):
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
-    return SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4, sca_window_minutes=5, **extra))
+    return SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(**{"unattended_limit": 4, "sca_window_minutes": 5, **extra}))
 
 
 def _unattended_calls(pipe) -> int:
@@ -80,19 +80,23 @@ def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipe
     calls_before = pipe.sim_admin("GET", "stats").json()["data_api_calls"]
 
     # A year of settled days (older than the look-back window), as a UI backfill would cut it.
-    outcomes = pipe.run(window.first, TODAY - dt.timedelta(days=10))
-    assert len(outcomes) == len(pipe.keys) * 4  # 356 days: runs of at most 90 days per account
+    last = TODAY - dt.timedelta(days=10)
+    days = (last - window.first).days + 1
+    outcomes = pipe.run(window.first, last)
+    assert len(outcomes) == len(pipe.keys) * 4  # 355 days: runs of at most 90 days per account
     assert pipe.sim_admin("GET", "stats").json()["data_api_calls"] == calls_before
     assert pipe.ledger_rows() == before_rows and pipe.count(raw_fetches) == before_fetches
-    assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == 356 * len(pipe.keys)
+    assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == days * len(pipe.keys)
 
 
 @EMBEDDED_ONLY
 def test_a_budget_starved_backfill_lands_what_it_fetched_keeps_the_reserve_and_resumes(pipeline_factory, move_clock):
-    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
+    # 30-day bank windows, so that three windows stay inside the 90 days TrueLayer serves without
+    # a fresh SCA (older data cannot be fetched unattended at all: that is what connect is for).
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2, max_window_days=30)
     key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     account_id = next(a["id"] for a in pipe.accounts if a["account_key"] == key)
-    first, last = TODAY - dt.timedelta(days=269), TODAY - dt.timedelta(days=10)  # 260 days: 3 runs
+    first, last = TODAY - dt.timedelta(days=85), TODAY - dt.timedelta(days=10)  # 76 days: 3 runs
 
     outcomes = pipe.run(first, last, [key], require_success=False)
     landed = [o for o in outcomes if o.success]
