@@ -205,8 +205,10 @@ def fetch_account_days(
         return _land(engine, account_id, kind_, window, run_id, response=response)
 
     windows = plan_windows(wanted, max_window_days)
+    # The pending set is refreshed with the days near today; a run that replays every one of its
+    # days (settled, landed) keeps the pending set that landed with them and makes no call.
     want_pending = include_pending and days[-1] >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS)
-    if want_pending and mode == "landed" and not wanted and has_landed_pending(engine, account_id):
+    if want_pending and mode != "refetch" and not wanted and has_landed_pending(engine, account_id):
         want_pending = False
     try:
         for window in windows:
