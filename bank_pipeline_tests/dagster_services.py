@@ -21,6 +21,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -223,6 +224,23 @@ def _create_storage(dagster_home: Path) -> None:
 
 
 @contextlib.contextmanager
+def _sigterm_as_exit() -> Iterator[None]:
+    """SIGTERM (e.g. `timeout`) unwinds like Ctrl-C, so the `finally` below stops the processes."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
 def dagster_services(
     settings: Settings,
     workdir: Path,
@@ -264,6 +282,7 @@ def dagster_services(
     common = {"cwd": str(REPO_ROOT), "env": env, "stdin": subprocess.DEVNULL, "start_new_session": True}
     procs: list[subprocess.Popen] = []
     with contextlib.ExitStack() as stack:
+        stack.enter_context(_sigterm_as_exit())
         web_log = stack.enter_context(open(logs["dagster-webserver"], "wb"))
         daemon_log = stack.enter_context(open(logs["dagster-daemon"], "wb"))
         try:

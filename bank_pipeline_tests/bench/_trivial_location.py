@@ -8,7 +8,7 @@ itself costs (daemon ticks, run launch, planning, event writes): the `ui_backfil
 
 import dagster as dg
 
-from bank_pipeline.definitions import defs as project_defs
+from bank_pipeline import definitions as project  # a module: one Definitions object here
 from bank_pipeline.orchestration.assets import transaction_assets
 
 PREFIX = "trivial"
@@ -40,4 +40,4 @@ def _chain() -> list[dg.AssetsDefinition]:
 
 
 trivial_assets = _chain()
-defs = dg.Definitions(assets=trivial_assets, executor=project_defs.executor)
+defs = dg.Definitions(assets=trivial_assets, executor=project.defs.executor)
