@@ -30,7 +30,7 @@ test-later: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) faketime -f '$(FAKETIME_OFFSET)' $(BIN)/python -m pytest -q -p no:cacheprovider
 
 ui: install
-	DAGSTER_HOME=$(CURDIR) DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS=1 DAGSTER_EVENT_BATCH_SIZE=1000 \
+	DAGSTER_HOME=$(CURDIR) DAGSTER_EVENT_BATCH_SIZE=1000 \
 		$(BIN)/dagster dev -w workspace.yaml
 
 bench: install

@@ -19,7 +19,7 @@ for _ in $(seq 1 100); do
   sleep 0.2
 done
 
-$BIN/bank-pipeline connect --no-browser --simulator-user alice
+$BIN/bank-pipeline connect --no-browser --simulator-user alice --history-days 30
 $BIN/bank-pipeline partitions sync
 key=$($BIN/bank-pipeline partitions list | sed -n 1p)
 day=$($BIN/python -c "import datetime as d; from bank_pipeline import clock; print(clock.today_utc() - d.timedelta(days=2))")

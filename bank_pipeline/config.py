@@ -50,6 +50,29 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def partition_timezone() -> str:
+    """BANK_PIPELINE_TIMEZONE (IANA name; the partitions' calendar), validated."""
+    from zoneinfo import ZoneInfo
+
+    name = _env("BANK_PIPELINE_TIMEZONE", "Europe/London")
+    try:
+        ZoneInfo(name)
+    except (ValueError, KeyError, OSError):
+        raise ConfigError(f"BANK_PIPELINE_TIMEZONE must be an IANA time zone such as Europe/London, got {name!r}") from None
+    return name
+
+
+def partition_start_date() -> str:
+    """BANK_PIPELINE_START_DATE (YYYY-MM-DD; the first day partition), validated."""
+    import datetime as dt
+
+    raw = _env("BANK_PIPELINE_START_DATE", "2020-01-01")
+    try:
+        return dt.date.fromisoformat(raw).isoformat()
+    except ValueError:
+        raise ConfigError(f"BANK_PIPELINE_START_DATE must be a date YYYY-MM-DD, got {raw!r}") from None
+
+
 def home_dir() -> Path:
     """Where embedded state lives (SQLite file, Fernet key, Dagster storage): BANK_PIPELINE_HOME."""
     return Path(_env("BANK_PIPELINE_HOME", ".bank_pipeline")).resolve()
@@ -82,6 +105,8 @@ class Settings:
     enrich_batch_size: int
     schedule_cron: str
     initial_backfill_days: int
+    backfill_reserve: int = 2
+    history_days: int = 730
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -110,8 +135,8 @@ class Settings:
             scopes=_env("TRUELAYER_SCOPES", DEFAULT_SCOPES),
             psu_ip=_env("TRUELAYER_PSU_IP"),
             fernet_keys=keys,
-            timezone=_env("BANK_PIPELINE_TIMEZONE", "Europe/London"),
-            start_date=_env("BANK_PIPELINE_START_DATE", "2020-01-01"),
+            timezone=partition_timezone(),
+            start_date=partition_start_date(),
             max_window_days=_int("BANK_PIPELINE_MAX_WINDOW_DAYS", 90),
             lookback_days=_int("BANK_PIPELINE_LOOKBACK_DAYS", 3),
             unattended_daily_budget=_int("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", 4),
@@ -122,6 +147,8 @@ class Settings:
             enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 40),
             schedule_cron=_env("BANK_PIPELINE_SCHEDULE_CRON", "0 6 * * *"),
             initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
+            backfill_reserve=_int("BANK_PIPELINE_BACKFILL_RESERVE", 2),
+            history_days=_int("BANK_PIPELINE_HISTORY_DAYS", 730),
         )
 
     def require_client_credentials(self) -> tuple[str, str]:

@@ -23,4 +23,6 @@ defs = dg.Definitions(
     schedules=[daily_import_schedule],
     sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor],
     resources=default_resources(),
+    # Runs launched from the UI (`__ASSET_JOB`) run their five short steps in one process too.
+    executor=dg.in_process_executor,
 )

@@ -95,19 +95,21 @@ class UnattendedBudget:
     def remaining(self, account_id: int) -> int:
         return max(0, self.daily_limit - self.used(account_id))
 
-    def reserve(self, account_id: int, calls: int = 1) -> int:
+    def reserve(self, account_id: int, calls: int = 1, *, keep: int = 0) -> int:
         """Reserve `calls` unattended calls for today; returns the calls used today including these.
 
+        `keep` calls stay untouched for others (a backfill keeps some for the daily import).
         One atomic statement: `INSERT … ON CONFLICT DO UPDATE SET n = n + calls WHERE n + calls <=
-        limit RETURNING n` — no row back means the budget would be exceeded: BudgetExhausted.
+        limit - keep RETURNING n` — no row back means the budget would be exceeded: BudgetExhausted.
         """
         if calls < 1:
             raise ValueError(f"calls must be at least 1, got {calls}")
         day = self.today()
         b = api_call_budget
         used = None
+        allowed = self.daily_limit - max(0, keep)
         with self.engine.begin() as conn:
-            if calls <= self.daily_limit:
+            if calls <= allowed:
                 stmt = (
                     _dialect(self.engine)
                     .insert(b)
@@ -116,7 +118,7 @@ class UnattendedBudget:
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["account_id", "day"],
                     set_={"unattended_calls": b.c.unattended_calls + calls},
-                    where=b.c.unattended_calls + calls <= self.daily_limit,
+                    where=b.c.unattended_calls + calls <= allowed,
                 ).returning(b.c.unattended_calls)
                 used = conn.execute(stmt).scalar()
             if used is not None:
@@ -126,9 +128,10 @@ class UnattendedBudget:
             ).scalar()
             who = _describe_account(conn, account_id)
         resets_at = dt.datetime.combine(day + dt.timedelta(days=1), dt.time(0), tzinfo=dt.timezone.utc)
+        kept = f" ({keep} kept for the daily import)" if keep > 0 else ""
         raise BudgetExhausted(
             f"unattended TrueLayer call budget exhausted for {who}: {int(current or 0)} of {self.daily_limit} "
-            f"calls used on {day.isoformat()} (UTC), {calls} more requested; the budget resets at 00:00 UTC "
+            f"calls used on {day.isoformat()} (UTC){kept}, {calls} more requested; the budget resets at 00:00 UTC "
             f"({resets_at.isoformat()})",
             account_id=account_id,
             used=int(current or 0),

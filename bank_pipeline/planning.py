@@ -4,10 +4,13 @@ A year-long backfill is cheap in Dagster runs and bank calls only if it coalesce
 few windows per account, not one per day); this planner shows the numbers so a user can see that
 before pressing the button, and whether today's unattended-call budget can take it.
 
-Runs follow Dagster's single-run backfill policy for the account x day partitions: Dagster groups
-the selected keys by whichever dimension has fewer distinct keys, so normally (more days than
-accounts) it launches one run per account covering its whole date range; a backfill of fewer days
-than accounts is launched as one run per day spanning the accounts instead.
+Runs follow the assets' backfill policy: Dagster cuts a backfill per account, then into runs of at
+most one bank window (90 days), so each run is one TrueLayer call. Settled days (older than the
+look-back window) that already landed are replayed from the raw store with no call. A backfill
+spends at most `unattended_budget - backfill_reserve` unattended calls per account a day, keeping
+the rest for the daily import; what does not fit fails today (failed partitions) and lands when the
+backfill is re-executed from failure on a later day — or at once when history is imported at
+connect time, as attended calls.
 """
 
 from __future__ import annotations
@@ -24,7 +27,8 @@ from sqlalchemy import Engine
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, api_call_budget, enrichments, transactions
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, plan_windows
+from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, days_to_fetch, plan_windows
+from bank_pipeline.truelayer.windows import split_windows
 
 HISTORY_DAYS = 90
 # Enrichment sources that cost a model call; every other source (override, rule, cache, provider) is free.
@@ -42,11 +46,13 @@ class AccountPlan:
     kind: str
     active: bool
     partitions: int  # account x day partition keys
-    runs: int  # Dagster runs touching this account (shared with other accounts when grouped by day)
-    windows: list[tuple[dt.date, dt.date]]  # booked-transaction requests
+    runs: int  # Dagster runs for this account (one per bank window of the range)
+    windows: list[tuple[dt.date, dt.date]]  # booked-transaction requests (days not already landed)
+    replayed_days: int  # settled days already landed: replayed from the raw store, no call
     pending_call: bool  # the pending-transactions request (range ends within a week of today)
     budget_used_today: int
-    budget_remaining_today: int
+    budget_remaining_today: int  # for this backfill: the reserve for the daily import excluded
+    backfill_calls_per_day: int  # unattended calls a backfill may spend per day
     history_days: int  # days of loaded history the estimate is based on (0: none)
     history_per_day: float | None
     expected_transactions: float | None  # None: unknown (no loaded history)
@@ -61,6 +67,16 @@ class AccountPlan:
     def fits_budget(self) -> bool:
         return self.api_calls <= self.budget_remaining_today
 
+    @property
+    def days_to_land(self) -> int:
+        """UTC days until every call has been made (1: today), unattended, within the budget."""
+        left = self.api_calls - self.budget_remaining_today
+        if left <= 0:
+            return 1
+        if self.backfill_calls_per_day <= 0:
+            return 0  # never, unattended
+        return 1 + math.ceil(left / self.backfill_calls_per_day)
+
 
 @dataclass(frozen=True)
 class BackfillPlan:
@@ -69,10 +85,10 @@ class BackfillPlan:
     today: dt.date
     budget_day: dt.date
     days: int
-    run_grouping: str  # "account" (one run per account range) or "day" (one run per day)
     runs: int
     max_window_days: int
     unattended_budget: int
+    backfill_reserve: int
     enrich_batch_size: int
     cache_hit_rate: float | None  # share of past enrichments that needed no model call
     price_per_call_usd: Decimal | None
@@ -195,6 +211,8 @@ def plan_backfill(
     enrich_batch_size: int,
     price_per_call_estimate: Decimal | float | str | None,
     unattended_budget: int,
+    backfill_reserve: int = 0,
+    lookback_days: int = 3,
     today: dt.date | None = None,
     budget_day: dt.date | None = None,
 ) -> BackfillPlan:
@@ -222,8 +240,9 @@ def plan_backfill(
     price = None if price_per_call_estimate is None else Decimal(str(price_per_call_estimate))
     days = (end - start).days + 1
     all_days = [start + dt.timedelta(days=i) for i in range(days)]
-    windows = plan_windows(all_days, max_window_days)
     pending = end >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS)
+    runs_per_account = len(split_windows(start, end, max_window_days))
+    per_day_allowance = max(0, unattended_budget - backfill_reserve)
 
     with engine.connect() as conn:
         selected = _select_accounts(conn, account_keys)
@@ -235,9 +254,13 @@ def plan_backfill(
                 )
             ).all()
         )
-        grouping = "account" if len(selected) <= days else "day"
         plans = []
         for account in selected:
+            wanted = days_to_fetch(
+                engine, account["id"], all_days, mode="auto",
+                settled_before=today - dt.timedelta(days=lookback_days),
+            )  # fmt: skip
+            windows = plan_windows(wanted, max_window_days)
             history_days, per_day = _history_rate(conn, account["id"])
             expected = None if per_day is None else per_day * days
             model_calls = cost = None
@@ -253,11 +276,13 @@ def plan_backfill(
                     kind=account["kind"],
                     active=bool(account["active"]),
                     partitions=days,
-                    runs=1 if grouping == "account" else days,
+                    runs=runs_per_account,
                     windows=list(windows),
+                    replayed_days=days - len(wanted),
                     pending_call=pending,
                     budget_used_today=used,
-                    budget_remaining_today=max(0, unattended_budget - used),
+                    budget_remaining_today=max(0, per_day_allowance - used),
+                    backfill_calls_per_day=per_day_allowance,
                     history_days=history_days,
                     history_per_day=per_day,
                     expected_transactions=expected,
@@ -265,17 +290,16 @@ def plan_backfill(
                     estimated_cost_usd=cost,
                 )
             )
-    runs = 0 if not plans else (len(plans) if grouping == "account" else days)
     return BackfillPlan(
         date_from=start,
         date_to=end,
         today=today,
         budget_day=budget_day,
         days=days,
-        run_grouping=grouping,
-        runs=runs,
+        runs=runs_per_account * len(plans),
         max_window_days=max_window_days,
         unattended_budget=unattended_budget,
+        backfill_reserve=backfill_reserve,
         enrich_batch_size=enrich_batch_size,
         cache_hit_rate=hit_rate,
         price_per_call_usd=price,
@@ -342,26 +366,27 @@ def format_plan(plan: BackfillPlan) -> str:
         fmt(["-" * w for w in widths]),
         fmt(rows[-1]),
     ]
-    if plan.run_grouping == "account":
-        lines.append(
-            f"Runs: single-run backfill policy, one Dagster run per account for its whole range "
-            f"(not {plan.partitions:,} runs of one partition)."
-        )
-    else:
-        lines.append(
-            f"Runs: single-run backfill policy; fewer days than accounts, so Dagster launches one run per day "
-            f"covering the accounts ({plan.runs} run{'s' if plan.runs != 1 else ''})."
-        )
+    replayed = sum(a.replayed_days for a in plan.accounts)
+    lines.append(
+        f"Runs: one per account and bank window of at most {plan.max_window_days} days "
+        f"(not {plan.partitions:,} runs of one partition); {replayed:,} settled account-day(s) already landed "
+        "are replayed from the raw store with no bank call."
+    )
     lines.append(
         f"Bank calls: booked windows of at most {plan.max_window_days} days + one pending call when the range ends "
-        f"within {PENDING_NEAR_TODAY_DAYS} days of today; budget is {plan.unattended_budget} unattended calls per account "
-        f"per UTC day (used so far on {plan.budget_day.isoformat()})."
+        f"within {PENDING_NEAR_TODAY_DAYS} days of today; the bank allows {plan.unattended_budget} unattended calls "
+        f"per account per UTC day and a backfill keeps {plan.backfill_reserve} of them for the daily import "
+        f"(used so far on {plan.budget_day.isoformat()})."
     )
     if not plan.fits_budget:
-        short = [a.account_key for a in plan.accounts if not a.fits_budget]
+        short = [a for a in plan.accounts if not a.fits_budget]
+        longest = max(a.days_to_land for a in short)
+        when = f"over {longest} UTC days" if longest else "never unattended (no calls left for backfills)"
         lines.append(
-            f"Over today's unattended budget for {', '.join(short)}: the run fails once the budget is spent (windows already fetched stay landed); "
-            "re-run the rest after 00:00 UTC, or run it attended (with the user present, TRUELAYER_PSU_IP set)."
+            f"Over today's budget for {', '.join(a.account_key for a in short)}: the windows that fit land today and "
+            "the others fail (failed partitions, nothing fetched twice); re-execute the backfill from failure after "
+            f"00:00 UTC each day, which lands it all {when}. Faster: history is imported at connect time as "
+            "attended calls (`bank-pipeline connect --history-days N`)."
         )
     rate = (
         "no enrichment history, assumed 0%" if plan.cache_hit_rate is None else f"{plan.cache_hit_rate:.0%}"

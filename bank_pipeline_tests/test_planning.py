@@ -70,12 +70,12 @@ def _seed(engine) -> dict[str, int]:
     return ids
 
 
-def test_year_backfill_coalesces_into_one_run_and_few_calls_per_account(engine):
+def test_year_backfill_coalesces_into_one_run_per_window_and_few_calls_per_account(engine):
     _seed(engine)
     plan = plan_backfill(engine, "2025-11-20", "2026-11-19", **PLAN_ARGS, today=TODAY, budget_day=TODAY)
-    assert plan.days == 365 and plan.run_grouping == "account"
+    assert plan.days == 365
     assert [a.account_key for a in plan.accounts] == ["acard", "acur"]  # active only, by key
-    assert plan.runs == 2 and plan.partitions == 730
+    assert plan.runs == 2 * 5 and plan.partitions == 730  # one run per account and 90-day window
     cur = {a.account_key: a for a in plan.accounts}["acur"]
     card = {a.account_key: a for a in plan.accounts}["acard"]
     assert cur.windows[0] == (dt.date(2025, 11, 20), dt.date(2026, 2, 17))
@@ -94,9 +94,10 @@ def test_year_backfill_coalesces_into_one_run_and_few_calls_per_account(engine):
     assert card.estimated_cost_usd is None
     assert plan.expected_transactions == pytest.approx(1095) and plan.unknown_history == ["acard"]
 
+    assert cur.days_to_land == 1 + math.ceil((6 - 1) / 4) and card.days_to_land == 1 + math.ceil((6 - 4) / 4)
     text = format_plan(plan)
-    assert "one Dagster run per account" in text
-    assert "Over today's unattended budget for acard, acur" in text
+    assert "one per account and bank window" in text
+    assert "Over today's budget for acard, acur" in text and "over 3 UTC days" in text
     assert "Expected transactions unknown for acard" in text
     assert "5+1=6" in text and "75%" in text
 
@@ -126,12 +127,22 @@ def test_short_recent_range_fits_budget_and_short_history_averages_over_its_days
     assert ids  # seeded
 
 
-def test_fewer_days_than_accounts_runs_one_run_per_day(engine):
+def test_a_backfill_keeps_the_reserve_for_the_daily_import(engine):
+    _seed(engine)
+    args = {**PLAN_ARGS, "backfill_reserve": 2}
+    plan = plan_backfill(engine, "2026-01-01", "2026-01-31", ["acur", "acard"], **args, today=TODAY, budget_day=TODAY)
+    cur, card = plan.accounts
+    assert cur.budget_remaining_today == 0 and not cur.fits_budget  # 3 used of the 4 - 2 a backfill may use
+    assert card.budget_remaining_today == 2 and card.fits_budget
+    assert "keeps 2 of them for the daily import" in format_plan(plan)
+
+
+def test_one_run_per_account_for_a_short_range(engine):
     _seed(engine)
     plan = plan_backfill(
         engine, "2026-11-19", "2026-11-19", ["acur", "acard", "aold"], **PLAN_ARGS, today=TODAY
     )
-    assert plan.run_grouping == "day" and plan.runs == 1
+    assert plan.runs == 3
     assert [a.account_key for a in plan.accounts] == ["acur", "acard", "aold"]
     assert not plan.accounts[2].active and "(inactive)" in format_plan(plan)
 

@@ -278,7 +278,7 @@ def _connect_cmd(args: argparse.Namespace) -> int:
         providers = " ".join(p for chunk in args.providers for p in chunk.replace(",", " ").split())
     else:
         providers = None
-    connect(
+    result = connect(
         settings,
         simulator_user=args.simulator_user,
         open_browser=not args.no_browser,
@@ -288,7 +288,22 @@ def _connect_cmd(args: argparse.Namespace) -> int:
         response_mode="form_post" if args.form_post else None,
         assume_simulator=args.simulator,
     )
-    return 0
+    if args.history_days == 0:
+        return 0
+    from bank_pipeline.commands.imports import dagster_instance, report_runs
+    from bank_pipeline.history import history_window, import_history, land_history
+
+    window = history_window(settings, args.history_days)
+    print(f"Fetching history {window.first}..{window.last} while you are here (attended calls, inside the "
+          "bank's SCA window):")
+    land_history(settings, result.connection_id, result.accounts, window)
+    print("Importing it through Dagster (runs replay what landed; no bank call):")
+    with dagster_instance(settings) as instance:
+        outcomes = import_history(instance, settings, [a["account_key"] for a in result.accounts], window)
+    return report_runs(outcomes)
+
+
+
 
 
 def _status_cmd(args: argparse.Namespace) -> int:
@@ -327,6 +342,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--simulator", action="store_true", help="the auth URL is a local simulator (allows --simulator-user)"
+    )
+    p.add_argument(
+        "--history-days",
+        type=int,
+        default=None,
+        metavar="N",
+        help="days of history to import right away (default BANK_PIPELINE_HISTORY_DAYS, 730; 0: none)",
     )
     p.add_argument(
         "--providers",

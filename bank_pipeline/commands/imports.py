@@ -1,6 +1,7 @@
 """`bank-pipeline partitions sync` and `bank-pipeline import`: drive Dagster from the shell."""
 
 import datetime as dt
+import sys
 
 import sqlalchemy as sa
 
@@ -34,15 +35,11 @@ def _active_account_keys(settings: Settings, only: list[str] | None) -> list[str
 
 
 def _sync(args) -> int:
-    import dagster as dg
-
     from bank_pipeline.orchestration.partitions import sync_account_partitions
-    from bank_pipeline.orchestration.runner import ensure_dagster_home
 
     settings = Settings.from_env()
     keys = _active_account_keys(settings, None)
-    ensure_dagster_home(settings)
-    with dg.DagsterInstance.get() as instance:
+    with dagster_instance(settings) as instance:
         new = sync_account_partitions(instance, keys)
     print(f"account partitions: {len(keys)} ({len(new)} new: {', '.join(new) or '-'})")
     return 0
@@ -53,22 +50,61 @@ def _list(args) -> int:
     return 0
 
 
-def _import(args) -> int:
-    import dagster as dg
+def check_importable(settings: Settings, first: dt.date, last: dt.date) -> None:
+    """Refuse ranges no partition exists for: inverted, before the partitions' start, in the future."""
+    from bank_pipeline import clock
 
-    from bank_pipeline.orchestration.runner import ensure_dagster_home, run_imports
+    if last < first:
+        raise BankPipelineError(f"--from {first} is after --to {last}")
+    start = dt.date.fromisoformat(settings.start_date)
+    if first < start:
+        raise BankPipelineError(
+            f"--from {first} is before the first partition {start} (BANK_PIPELINE_START_DATE)"
+        )
+    today = clock.today_in(settings.timezone)
+    if last > today:
+        raise BankPipelineError(f"--to {last} is in the future: the last day that can be imported is today, {today}")
+
+
+def report_runs(outcomes) -> int:
+    """One line per failed run (no traceback) and a summary; exit status 1 if any run failed."""
+    failed = [o for o in outcomes if not o.success]
+    for outcome in failed:
+        print(f"error: {outcome.account_key} {outcome.first}..{outcome.last} (run {outcome.run_id[:8]}): "
+              f"{outcome.error}", file=sys.stderr)
+    inserted = sum(int(o.metadata.get("loaded_transactions", {}).get("inserted", 0) or 0) for o in outcomes)
+    print(f"{len(outcomes) - len(failed)} of {len(outcomes)} run(s) succeeded; {inserted} new transactions")
+    if failed:
+        print("The failed runs' partitions show as failed in the Dagster UI; re-run them (or re-execute the "
+              "backfill from failure) after the reason above is gone.")
+    return 1 if failed else 0
+
+
+def _import(args) -> int:
+    from bank_pipeline.orchestration.partitions import FETCH_MODE_TAG
+    from bank_pipeline.orchestration.runner import run_imports
 
     settings = Settings.from_env()
     first, last = _date(args.date_from), _date(args.date_to)
-    if last < first:
-        raise BankPipelineError(f"--from {first} is after --to {last}")
+    check_importable(settings, first, last)
     keys = _active_account_keys(settings, args.account)
-    ensure_dagster_home(settings)
-    with dg.DagsterInstance.get() as instance:
+    tags = {"bank_pipeline/trigger": "cli"}
+    if args.refetch:
+        tags[FETCH_MODE_TAG] = "refetch"
+    with dagster_instance(settings) as instance:
         outcomes = run_imports(
-            instance, settings, keys, first, last, extra_tags={"bank_pipeline/trigger": "cli"}, progress=print
+            instance, settings, keys, first, last, extra_tags=tags, progress=print, console_log_level="CRITICAL"
         )
-    return 0 if all(r.success for r in outcomes) else 1
+    return report_runs(outcomes)
+
+
+def dagster_instance(settings: Settings):
+    import dagster as dg
+
+    from bank_pipeline.orchestration.runner import ensure_dagster_home
+
+    ensure_dagster_home(settings)
+    return dg.DagsterInstance.get()
 
 
 def register(subparsers) -> None:
@@ -80,8 +116,13 @@ def register(subparsers) -> None:
     listing = partitions_sub.add_parser("list", help="print the connected accounts' partition keys, one a line")
     listing.set_defaults(func=_list)
 
-    run = subparsers.add_parser("import", help="import a date range through Dagster (one run per account)")
+    run = subparsers.add_parser(
+        "import", help="import a date range through Dagster (runs of one account and at most one bank window)"
+    )
     run.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
     run.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD (inclusive)")
     run.add_argument("--account", action="append", help="account key (repeatable; default: all)")
+    run.add_argument(
+        "--refetch", action="store_true", help="ask the bank again for days that already landed (spends calls)"
+    )
     run.set_defaults(func=_import)

@@ -76,6 +76,8 @@ def run(args: argparse.Namespace) -> int:
         enrich_batch_size=settings.enrich_batch_size,
         price_per_call_estimate=price,
         unattended_budget=settings.unattended_daily_budget,
+        backfill_reserve=settings.backfill_reserve,
+        lookback_days=settings.lookback_days,
         today=utcnow().astimezone(ZoneInfo(settings.timezone)).date(),  # the partitions' local today
     )
     print(format_plan(plan))

@@ -17,13 +17,22 @@ from sqlalchemy import Engine
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import raw_fetches, raw_transactions
-from bank_pipeline.ingest._db import as_days, bulk_insert, write_transaction
+from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.ingest._db import (
+    as_days,
+    bulk_insert,
+    latest_booked_fetches,
+    latest_pending_fetch,
+    write_transaction,
+)
 from bank_pipeline.ingest.normalize import local_date
 from bank_pipeline.truelayer.errors import TrueLayerError
 from bank_pipeline.truelayer.windows import split_windows
 
 # Pending transactions are fetched when the requested days reach this close to today.
 PENDING_NEAR_TODAY_DAYS = 7
+# How a run treats days that already landed: see `days_to_fetch`.
+FETCH_MODES = ("auto", "landed", "refetch")
 
 
 @dataclass
@@ -33,6 +42,7 @@ class FetchStats:
     booked_rows: int = 0
     pending_rows: int = 0
     ranges: int = 0  # contiguous day ranges the days coalesced into
+    replayed_days: int = 0  # days served from what already landed, with no bank call
 
     def as_metadata(self) -> dict[str, int]:
         return asdict(self)
@@ -103,6 +113,40 @@ def _land(
     return len(results)
 
 
+class FetchDeferred(BankPipelineError):
+    """Today's unattended budget ran out: some windows were fetched and landed, the rest wait."""
+
+    def __init__(self, message: str, *, deferred: list[tuple[dt.date, dt.date]], resets_at: dt.datetime) -> None:
+        super().__init__(message)
+        self.deferred = deferred
+        self.resets_at = resets_at
+
+
+def days_to_fetch(
+    engine: Engine, account_id: int, days: list[dt.date], *, mode: str, settled_before: dt.date | None
+) -> list[dt.date]:
+    """The days that need the bank; the others are replayed from the raw store (0 calls).
+
+    `auto`: a settled day (before `settled_before`, outside the look-back window where late postings
+    still arrive) already covered by a landed fetch is replayed. `landed`: every covered day is
+    replayed (e.g. right after connect-time history landed). `refetch`: everything is fetched.
+    """
+    if mode not in FETCH_MODES:
+        raise BankPipelineError(f"fetch mode must be one of {', '.join(FETCH_MODES)}, got {mode!r}")
+    if mode == "refetch" or not days:
+        return days
+    with engine.connect() as conn:
+        covered = latest_booked_fetches(conn, account_id, days)
+    if mode == "landed":
+        return [d for d in days if d not in covered]
+    return [d for d in days if d not in covered or settled_before is None or d >= settled_before]
+
+
+def has_landed_pending(engine: Engine, account_id: int) -> bool:
+    with engine.connect() as conn:
+        return latest_pending_fetch(conn, account_id) is not None
+
+
 def fetch_account_days(
     engine: Engine,
     client: Any,
@@ -113,15 +157,22 @@ def fetch_account_days(
     max_window_days: int = 90,
     include_pending: bool = True,
     budget: Any = None,
+    budget_keep: int = 0,
     today: dt.date | None = None,
+    mode: str = "refetch",
+    settled_before: dt.date | None = None,
 ) -> FetchStats:
     """Fetch and land `account`'s transactions for `days` (one call per window).
 
-    `account` is an `accounts` row as a dict (`id`, `kind`, `provider_account_id`, …). Before each
-    unattended call (no `client.psu_ip`) `budget.reserve(account_id, 1)` is called if a budget is
-    given; BudgetExhausted propagates. A TrueLayer error lands a raw_fetches row with the error and
-    is re-raised; windows fetched before it stay landed.
+    `account` is an `accounts` row as a dict (`id`, `kind`, `provider_account_id`, …). Days that
+    `mode` lets us replay from what already landed are not fetched (see `days_to_fetch`). Before
+    every unattended attempt (no `client.psu_ip`; retries included) `budget.reserve(account_id, 1,
+    keep=budget_keep)` is called if a budget is given; when it runs out, the windows fetched so far
+    stay landed and FetchDeferred names the rest. A TrueLayer error lands a raw_fetches row with the
+    error and is re-raised; windows fetched before it stay landed.
     """
+    from bank_pipeline.limits import BudgetExhausted
+
     account_id = account["id"]
     kind = account["kind"]
     provider_account_id = account["provider_account_id"]
@@ -130,26 +181,45 @@ def fetch_account_days(
     stats = FetchStats()
     if not days:
         return stats
-    stats.ranges = len(coalesce_days(days))
+    wanted = days_to_fetch(engine, account_id, days, mode=mode, settled_before=settled_before)
+    stats.replayed_days = len(days) - len(wanted)
+    stats.ranges = len(coalesce_days(wanted))
     unattended = not getattr(client, "psu_ip", None)
 
+    def reserve() -> None:
+        budget.reserve(account_id, 1, keep=budget_keep)
+
     def call(window, kind_: str, fn, *args):
-        if budget is not None and unattended:
-            budget.reserve(account_id, 1)
+        client.before_attempt = reserve if budget is not None and unattended else None
         try:
             response = fn(*args)
         except TrueLayerError as exc:
             stats.api_calls += getattr(exc, "attempts", 1) or 1
             _land(engine, account_id, kind_, window, run_id, error=exc)
             raise
+        finally:
+            client.before_attempt = None
         stats.api_calls += response.attempts or 1
         return _land(engine, account_id, kind_, window, run_id, response=response)
 
-    for window in plan_windows(days, max_window_days):
-        stats.booked_rows += call(window, "booked", client.transactions, kind, provider_account_id, *window)
-        stats.windows += 1
-    if include_pending and days[-1] >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS):
-        stats.pending_rows += call(
-            (today, today), "pending", client.pending_transactions, kind, provider_account_id
-        )
+    windows = plan_windows(wanted, max_window_days)
+    want_pending = include_pending and days[-1] >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS)
+    if want_pending and mode == "landed" and not wanted and has_landed_pending(engine, account_id):
+        want_pending = False
+    try:
+        for window in windows:
+            stats.booked_rows += call(window, "booked", client.transactions, kind, provider_account_id, *window)
+            stats.windows += 1
+        if want_pending:
+            stats.pending_rows += call(
+                (today, today), "pending", client.pending_transactions, kind, provider_account_id
+            )
+    except BudgetExhausted as exc:
+        deferred = windows[stats.windows:]
+        spans = ", ".join(f"{a}..{b}" for a, b in deferred) or "pending transactions"
+        raise FetchDeferred(
+            f"fetched {stats.windows} of {len(windows)} window(s); deferred {spans}: {exc}",
+            deferred=deferred,
+            resets_at=exc.resets_at,
+        ) from None
     return stats

@@ -17,16 +17,28 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from bank_pipeline import clock
 from bank_pipeline.db.schema import accounts as accounts_table
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.orchestration.partitions import days_by_account, transaction_partitions
+from bank_pipeline.orchestration.partitions import (
+    FETCH_MODE_TAG,
+    SCHEDULE_TAG,
+    SENSOR_TAG,
+    days_by_account,
+    partition_key,
+    transaction_partitions,
+)
 from bank_pipeline.orchestration.resources import AppDatabase, EnrichmentModel, TrueLayerResource
 
 # Single-run backfills are the point of this design; Dagster still labels the parameter beta.
 warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", category=dg.BetaWarning)
 
 GROUP = "transactions"
-SINGLE_RUN = dg.BackfillPolicy.single_run()
+# A backfill run covers at most one bank window of one account (Dagster cuts backfills per
+# account, then into chunks of this many days), so a run is one TrueLayer call: what the budget
+# allows today lands all the way to the ledger, and what it does not shows as failed partitions.
+BACKFILL_RUN_DAYS = 90
+BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_RUN_DAYS)
 LEASE_WAIT_SECONDS = 900
 LEASE_TTL_SECONDS = 1800
 CONSENT_WARNING_DAYS = 7
@@ -61,13 +73,21 @@ def run_per_account(
     engine: Engine,
     stage: str,
     work: Callable[[dict, list[dt.date]], object],
+    per_day: Callable[[dict, list[dt.date]], dict[dt.date, dict]] | None = None,
 ) -> dg.MaterializeResult:
     """Run `work(account, days)` for each account in the run, holding that account's lease.
 
     The lease is taken by the run (re-entrant across its stages) and released when `enrich` ends
-    or the run fails, so two runs never import the same account at once. Expected, per-account
-    problems (consent expired, budget exhausted, bank limits) are recorded on the account and do
-    not stop the other accounts; the step fails only if every account did.
+    or the run fails, so two runs never import the same account at once. An expected, per-account
+    problem (consent expired, budget exhausted, bank limits) is recorded on the account and the
+    other accounts still get this stage's work (what they fetched stays landed); then the step
+    fails, so the run fails and Dagster shows its partitions as failed — a failure never hides
+    behind another account's success. Dagster cannot fail some partitions of one step and
+    materialize the others (dagster-io/dagster#17836): runs are cut per account and per bank
+    window so that a failure covers no more than it must.
+
+    The step's metadata holds run totals, named `run_…`; `per_day(account, days)` adds each
+    partition's own figures.
     """
     from bank_pipeline.limits import acquire_lease
 
@@ -90,22 +110,44 @@ def run_per_account(
         for name, value in stats.as_metadata().items():
             totals[name] += value
         context.log.info(f"{stage} {key}: {len(days)} day(s) {stats.as_metadata()}")
-    if failures and len(failures) == len(grouped):
-        raise dg.Failure(description=f"{stage} failed for every account: {failures}")
-    metadata: dict[str, object] = dict(totals)
-    metadata.update(
-        accounts=len(grouped),
-        partitions=len(context.partition_keys),
-        seconds=round(time.perf_counter() - started, 3),
-    )
+        if per_day is not None:
+            for day, figures in per_day(account, days).items():
+                context.add_asset_metadata(figures, partition_key=partition_key(key, day))
     if failures:
-        metadata["failed_accounts"] = dg.MetadataValue.json(failures)
+        detail = "; ".join(f"{key}: {message}" for key, message in failures.items())
+        raise dg.Failure(
+            description=f"{stage} failed for {len(failures)} of {len(grouped)} account(s): {detail}",
+            metadata={"failed_accounts": dg.MetadataValue.json(failures)},
+            allow_retries=False,
+        )
+    metadata: dict[str, object] = {f"run_{name}": value for name, value in totals.items()}
+    metadata.update(
+        run_accounts=len(grouped),
+        run_partitions=len(context.partition_keys),
+        run_seconds=round(time.perf_counter() - started, 3),
+    )
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _fetch_options(context: dg.AssetExecutionContext, truelayer: TrueLayerResource) -> dict:
+    """How this run treats landed days and the budget, from its tags.
+
+    Scheduled and sensor runs are the daily import: they may spend the whole unattended budget.
+    Any other run (a UI backfill, `bank-pipeline import`) keeps `backfill_reserve` calls for it.
+    """
+    tags = context.run.tags
+    daily = SCHEDULE_TAG in tags or SENSOR_TAG in tags
+    today = clock.today_in(truelayer.timezone)
+    return dict(
+        mode=tags.get(FETCH_MODE_TAG, "auto"),
+        settled_before=today - dt.timedelta(days=truelayer.lookback_days),
+        budget_keep=0 if daily else truelayer.backfill_reserve,
+    )
 
 
 @dg.asset(
     partitions_def=transaction_partitions,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL,
     group_name=GROUP,
     kinds={"truelayer", "sql"},
     pool="truelayer",
@@ -115,11 +157,14 @@ def fetched_transactions(
     context: dg.AssetExecutionContext, database: AppDatabase, truelayer: TrueLayerResource
 ) -> dg.MaterializeResult:
     from bank_pipeline.ingest.fetch import fetch_account_days
+    from bank_pipeline.ingest.per_day import raw_rows_by_day
     from bank_pipeline.limits import UnattendedBudget
 
     engine = database.get_engine()
     budget = UnattendedBudget(engine, truelayer.unattended_daily_budget)
     clients: dict[int, object] = {}
+
+    options = _fetch_options(context, truelayer)
 
     def fetch(account: dict, days: list[dt.date]):
         connection_id = account["connection_id"]
@@ -133,9 +178,12 @@ def fetched_transactions(
             run_id=context.run_id,
             max_window_days=truelayer.max_window_days,
             budget=budget,
+            **options,
         )
 
-    result = run_per_account(context, engine, "fetch", fetch)
+    result = run_per_account(
+        context, engine, "fetch", fetch, lambda account, days: raw_rows_by_day(engine, account["id"], days)
+    )
     from bank_pipeline.connections import consent_warnings
 
     for warning in consent_warnings(engine, within_days=CONSENT_WARNING_DAYS):
@@ -145,7 +193,7 @@ def fetched_transactions(
 
 @dg.asset(
     partitions_def=transaction_partitions,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL,
     group_name=GROUP,
     kinds={"sql"},
     deps=[fetched_transactions],
@@ -162,7 +210,7 @@ def normalized_transactions(context: dg.AssetExecutionContext, database: AppData
 
 @dg.asset(
     partitions_def=transaction_partitions,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL,
     group_name=GROUP,
     kinds={"sql"},
     deps=[normalized_transactions],
@@ -179,7 +227,7 @@ def deduplicated_transactions(context: dg.AssetExecutionContext, database: AppDa
 
 @dg.asset(
     partitions_def=transaction_partitions,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL,
     group_name=GROUP,
     kinds={"sql"},
     deps=[deduplicated_transactions],
@@ -187,6 +235,7 @@ def deduplicated_transactions(context: dg.AssetExecutionContext, database: AppDa
 )
 def loaded_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
     from bank_pipeline.ingest.load import load_account_days
+    from bank_pipeline.ingest.per_day import ledger_rows_by_day
 
     engine = database.get_engine()
     return run_per_account(
@@ -194,12 +243,13 @@ def loaded_transactions(context: dg.AssetExecutionContext, database: AppDatabase
         engine,
         "load",
         lambda account, days: load_account_days(engine, account["id"], days, run_id=context.run_id),
+        lambda account, days: ledger_rows_by_day(engine, account["id"], days, run_id=context.run_id),
     )
 
 
 @dg.asset(
     partitions_def=transaction_partitions,
-    backfill_policy=SINGLE_RUN,
+    backfill_policy=BACKFILL,
     group_name=GROUP,
     kinds={"sql"},
     deps=[loaded_transactions],
@@ -228,8 +278,8 @@ def enriched_transactions(
         )
     finally:
         release_leases(engine, context.run_id)  # the run's import of these accounts is over
-    metadata = dict(stats.as_metadata())
-    metadata.update(accounts=len(grouped), seconds=round(time.perf_counter() - started, 3))
+    metadata = {f"run_{name}": value for name, value in stats.as_metadata().items()}
+    metadata.update(run_accounts=len(grouped), run_seconds=round(time.perf_counter() - started, 3))
     return dg.MaterializeResult(metadata=metadata)
 
 

@@ -9,11 +9,12 @@ coalesce them into as few TrueLayer calls as the bank allows.
 from __future__ import annotations
 
 import datetime as dt
-import os
 from collections import defaultdict
 from collections.abc import Iterable
 
 import dagster as dg
+
+from bank_pipeline.config import partition_start_date, partition_timezone
 
 ACCOUNT_DIMENSION = "account"
 DATE_DIMENSION = "date"
@@ -24,14 +25,17 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Our own tag: the run-queue limits one run per account at a time on this tag.
 ACCOUNT_TAG = "bank_pipeline/account"
+# Our own tag: how the fetch step treats days that already landed (auto | landed | refetch).
+FETCH_MODE_TAG = "bank_pipeline/fetch"
+# Dagster's tags on runs started by a schedule or a sensor (the daily import).
+SCHEDULE_TAG = "dagster/schedule_name"
+SENSOR_TAG = "dagster/sensor_name"
 
 account_partitions = dg.DynamicPartitionsDefinition(name=ACCOUNTS_PARTITIONS_NAME)
 # end_offset=1: today's partition exists, so a webhook about today's transactions has a target;
 # the daily schedule still re-reads it tomorrow within the look-back window.
 daily_partitions = dg.DailyPartitionsDefinition(
-    start_date=os.environ.get("BANK_PIPELINE_START_DATE", "2020-01-01"),
-    timezone=os.environ.get("BANK_PIPELINE_TIMEZONE", "Europe/London"),
-    end_offset=1,
+    start_date=partition_start_date(), timezone=partition_timezone(), end_offset=1
 )
 transaction_partitions = dg.MultiPartitionsDefinition(
     {ACCOUNT_DIMENSION: account_partitions, DATE_DIMENSION: daily_partitions}

@@ -48,6 +48,11 @@ class TrueLayerResource(dg.ConfigurableResource):
     psu_ip: Optional[str] = None
     max_window_days: int = 90
     unattended_daily_budget: int = 4
+    # Unattended calls a backfill leaves for the daily import, of `unattended_daily_budget`.
+    backfill_reserve: int = 2
+    # Days before today whose late postings are still expected: re-read even if already landed.
+    lookback_days: int = 3
+    timezone: str = "Europe/London"
     home: str = ".bank_pipeline"
     # Comma-separated Fernet keys for the stored tokens; unset = the key file in `home`.
     fernet_keys: Optional[str] = None
@@ -114,6 +119,9 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             psu_ip=settings.psu_ip,
             max_window_days=settings.max_window_days,
             unattended_daily_budget=settings.unattended_daily_budget,
+            backfill_reserve=settings.backfill_reserve,
+            lookback_days=settings.lookback_days,
+            timezone=settings.timezone,
             home=str(settings.home),
             fernet_keys=_from_env("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None),
         ),

@@ -17,12 +17,13 @@ from pathlib import Path
 import dagster as dg
 
 from bank_pipeline.config import Settings
-from bank_pipeline.orchestration.assets import transaction_assets
+from bank_pipeline.orchestration.assets import BACKFILL_RUN_DAYS, transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME, import_transactions
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
 from bank_pipeline.orchestration.resources import default_resources
 from bank_pipeline.orchestration.tuning import apply_event_log_defaults
+from bank_pipeline.truelayer.windows import split_windows
 
 apply_event_log_defaults()
 
@@ -54,17 +55,21 @@ class RunOutcome:
     account_key: str
     run_id: str
     success: bool
-    metadata: dict[str, dict] = field(default_factory=dict)  # asset name -> materialization metadata
+    metadata: dict[str, dict] = field(default_factory=dict)  # asset name -> run totals
     error: str | None = None
+    first: dt.date | None = None
+    last: dt.date | None = None
 
 
 def _metadata_by_asset(result: dg.ExecuteInProcessResult) -> dict[str, dict]:
+    """Each asset's run totals (the `run_…` metadata every partition's materialization carries)."""
     out: dict[str, dict] = {}
     for event in result.all_events:
         if event.event_type_value == "ASSET_MATERIALIZATION":
             mat = event.event_specific_data.materialization
-            # One materialization per partition carries the same whole-run figures: keep one.
-            out[mat.asset_key.to_user_string()] = {k: v.value for k, v in mat.metadata.items()}
+            out[mat.asset_key.to_user_string()] = {
+                k.removeprefix("run_"): v.value for k, v in mat.metadata.items() if k.startswith("run_")
+            }
     return out
 
 
@@ -90,11 +95,14 @@ def run_imports(
     extra_tags: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     console_log_level: str = "WARNING",
+    run_days: int | None = BACKFILL_RUN_DAYS,
 ) -> list[RunOutcome]:
-    """One run per account over first..last, after registering the accounts as partitions.
+    """Runs over first..last for each account, after registering the accounts as partitions.
 
-    The run's full event log is in the instance (and the UI); the console gets warnings and a
-    line per account from `progress`.
+    Like a UI backfill, each account's range is cut into runs of at most one bank window
+    (`run_days`, default `BACKFILL_RUN_DAYS`; None for one run per account), newest first: whatever today's budget allows lands in the ledger, the
+    rest fails visibly and is fetched by a later run. The run's full event log is in the instance
+    (and the UI); the console gets a line per run from `progress`.
     """
     from bank_pipeline.db import make_engine
     from bank_pipeline.limits import release_leases
@@ -104,15 +112,17 @@ def run_imports(
     engine = make_engine(settings.database_url)
     outcomes = []
     run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
-    for number, key in enumerate(account_keys, start=1):
+    chunks = list(reversed(split_windows(first, last, run_days))) if run_days else [(first, last)]
+    plan = [(key, a, b) for key in account_keys for a, b in chunks]
+    for number, (key, a, b) in enumerate(plan, start=1):
         if progress:
-            progress(f"[{number}/{len(account_keys)}] importing {key} {first}..{last} ...")
+            progress(f"[{number}/{len(plan)}] importing {key} {a}..{b} ...")
         started = time.perf_counter()
-        tags = {**range_tags(key, first, last), **(extra_tags or {})}
+        tags = {**range_tags(key, a, b), **(extra_tags or {})}
         result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
         error = None if result.success else _failure_reason(result)
-        outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error)
+        outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error, a, b)
         outcomes.append(outcome)
         if progress:
             loaded = outcome.metadata.get("loaded_transactions", {})

@@ -131,12 +131,28 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
         known = list(conn.execute(sa.select(accounts.c.account_key)).scalars())
         keys = account_keys_from_tags(tags, known)
         if keys:
+            # An account the run's step already recorded keeps that (more precise) reason.
             conn.execute(
                 accounts.update()
-                .where(accounts.c.account_key.in_(keys))
+                .where(
+                    accounts.c.account_key.in_(keys),
+                    sa.or_(accounts.c.last_failure_run_id.is_(None), accounts.c.last_failure_run_id != run_id),
+                )
                 .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
             )
     return keys
+
+
+def step_failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None:
+    """The first failed step's own explanation (a `Failure` description), if any."""
+    records = instance.get_records_for_run(run_id, of_type=dg.DagsterEventType.STEP_FAILURE, limit=1).records
+    for record in records:
+        data = record.event_log_entry.dagster_event.step_failure_data
+        if data.user_failure_data and data.user_failure_data.description:
+            return data.user_failure_data.description
+        if data.error:
+            return data.error.message.strip().splitlines()[0]
+    return None
 
 
 @dg.run_failure_sensor(
@@ -145,6 +161,6 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
 )
 def record_failures_sensor(context: dg.RunFailureSensorContext, database: AppDatabase):
     run = context.dagster_run
-    message = context.failure_event.message or "run failed"
+    message = step_failure_reason(context.instance, run.run_id) or context.failure_event.message or "run failed"
     keys = record_run_failure(database.get_engine(), run.run_id, dict(run.tags), message)
     context.log.info(f"recorded failure of run {run.run_id} on accounts {keys}")

@@ -101,6 +101,9 @@ class DataClient:
         self.timeout = timeout
         self.on_authorization_required = on_authorization_required
         self.calls_made = 0
+        # Called before every attempt that would reach the bank, retries included (the unattended
+        # budget reserves each one there); raising stops the request before it is sent.
+        self.before_attempt: Callable[[], None] | None = None
         self._lock = threading.Lock()
         self._http = httpx.Client(timeout=timeout, transport=transport, follow_redirects=False)
 
@@ -127,6 +130,8 @@ class DataClient:
             headers = {"Authorization": f"Bearer {self.token_provider()}", "Accept": "application/json"}
             if self.psu_ip:
                 headers["X-PSU-IP"] = self.psu_ip
+            if self.before_attempt is not None:
+                self.before_attempt()
             self._count()
             retry_after = None
             try:

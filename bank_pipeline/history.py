@@ -1,0 +1,98 @@
+"""History at connect time, as TrueLayer intends.
+
+Data older than 90 days is only served in the first minutes after the user authenticates
+(`sca_exceeded` later), and calls made while the user is present (`X-PSU-IP`) do not count
+against the bank's 4 unattended calls a day. So right after `connect`, while the user is still
+there, `land_history` fetches every account's history (default two years, or as far as the bank
+goes) as attended calls and lands it verbatim in the raw store. `import_history` then takes it
+through the Dagster assets in runs the user sees in the UI; those runs replay what landed
+(fetch mode `landed`) and make no bank call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from bank_pipeline import clock
+from bank_pipeline.config import Settings
+
+# The user's address when none is configured: the browser that just answered the consent runs on
+# this machine. Set TRUELAYER_PSU_IP when the pipeline serves users elsewhere.
+LOCAL_PSU_IP = "127.0.0.1"
+
+
+@dataclass
+class HistoryWindow:
+    first: dt.date
+    last: dt.date
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def history_window(settings: Settings, days: int | None = None) -> HistoryWindow:
+    """`days` (default `settings.history_days`) up to today, in the partitions' calendar, never
+    before the partitions' start."""
+    days = settings.history_days if days is None else days
+    today = clock.today_in(settings.timezone)
+    start = dt.date.fromisoformat(settings.start_date)
+    return HistoryWindow(max(start, today - dt.timedelta(days=max(days, 1) - 1)), today)
+
+
+def land_history(
+    settings: Settings,
+    connection_id: int,
+    accounts: list[dict],
+    window: HistoryWindow,
+    *,
+    out: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Fetch each account's `window` as attended calls and land it; returns rows landed per account key."""
+    from bank_pipeline.connections import open_data_client
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.ingest.fetch import fetch_account_days
+
+    attended = dataclasses.replace(settings, psu_ip=settings.psu_ip or LOCAL_PSU_IP)
+    engine = make_engine(settings.database_url)
+    days = [window.first + dt.timedelta(days=n) for n in range(window.days)]
+    landed: dict[str, int] = {}
+    try:
+        with open_data_client(engine, attended, connection_id) as client:
+            for account in accounts:
+                stats = fetch_account_days(
+                    engine,
+                    client,
+                    account,
+                    days,
+                    run_id=f"connect-{connection_id}",
+                    max_window_days=settings.max_window_days,
+                    today=clock.today_utc(),
+                )
+                landed[account["account_key"]] = stats.booked_rows
+                out(f"  {account['account_key']}: {stats.booked_rows} transactions from {window.first} "
+                    f"({stats.api_calls} attended call(s))")
+    finally:
+        engine.dispose()
+    return landed
+
+
+def import_history(instance, settings: Settings, account_keys: list[str], window: HistoryWindow, *, progress=print):
+    """The landed history through the Dagster assets: one run per account, replaying the raw store
+    (the runs make no bank call, so they need not be cut per bank window)."""
+    from bank_pipeline.orchestration.partitions import FETCH_MODE_TAG
+    from bank_pipeline.orchestration.runner import run_imports
+
+    return run_imports(
+        instance,
+        settings,
+        account_keys,
+        window.first,
+        window.last,
+        extra_tags={FETCH_MODE_TAG: "landed", "bank_pipeline/trigger": "connect"},
+        progress=progress,
+        run_days=None,
+    )

@@ -1,0 +1,166 @@
+"""History that always lands, with the bank's limits ON (4 unattended calls a day, SCA window):
+history at connect time, replay of landed days, budget-starved backfills that resume, and
+per-account failures that show as failed partitions in the Dagster instance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import dagster as dg
+import pytest
+import sqlalchemy as sa
+
+from bank_pipeline.db.schema import raw_fetches, transactions
+from bank_pipeline_tests.fixtures.pipeline import TODAY, expected_totals
+
+pytestmark = pytest.mark.slow
+
+YESTERDAY = TODAY - dt.timedelta(days=1)
+
+
+def _bank_rules(**extra):
+    from bank_pipeline.simulator import FaultConfig, SimulatorConfig
+
+    return SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4, sca_window_minutes=5, **extra))
+
+
+def _unattended_calls(pipe) -> int:
+    stats = pipe.sim_admin("GET", "stats").json()
+    return sum(n for days in stats["unattended"].values() for n in days.values())
+
+
+def _move_to(pipe, move_clock, day: dt.date) -> None:
+    """Both clocks (the bank's and the pipeline's) to noon of `day`."""
+    pipe.sim_admin("POST", "clock", json={"today": day.isoformat()})
+    move_clock(day)
+
+
+def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_works(pipeline_factory, move_clock):
+    from bank_pipeline.history import history_window, import_history, land_history
+    from bank_pipeline.orchestration.partitions import SCHEDULE_TAG
+
+    pipe = pipeline_factory("alice", _bank_rules(), history_days=365)
+    window = history_window(pipe.settings)
+    assert window.days == 365 and window.last == TODAY
+
+    land_history(pipe.settings, pipe.connection.connection_id, pipe.accounts, window, out=lambda _: None)
+    outcomes = import_history(pipe.instance, pipe.settings, pipe.keys, window, progress=None)
+    assert all(o.success for o in outcomes), [o.error for o in outcomes]
+    assert len(outcomes) == len(pipe.keys)  # one run per account: nothing to fetch, so no need to cut
+
+    booked_to = YESTERDAY  # today's booked rows may still grow
+    assert pipe.ledger_totals(window.first, booked_to) == expected_totals(pipe.truth(window.first, booked_to))
+    assert _unattended_calls(pipe) == 0, "history is fetched while the user is there, not from the budget"
+    assert all(o.metadata["fetched_transactions"]["api_calls"] == 0 for o in outcomes)
+
+    # The next day, the scheduled import (yesterday + look-back) works within the 4-a-day rule.
+    _move_to(pipe, move_clock, TODAY + dt.timedelta(days=1))
+    first = TODAY - dt.timedelta(days=pipe.settings.lookback_days)
+    scheduled = pipe.run(first, TODAY, extra_tags={SCHEDULE_TAG: "daily_import_schedule"})
+    assert all(o.metadata["fetched_transactions"]["api_calls"] >= 1 for o in scheduled)
+    assert pipe.ledger_totals(window.first, TODAY) == expected_totals(pipe.truth(window.first, TODAY))
+    stats = pipe.sim_admin("GET", "stats").json()
+    assert "429" not in {str(s) for s in stats.get("statuses", {})}
+
+
+def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipeline_factory):
+    from bank_pipeline.history import history_window, import_history, land_history
+
+    pipe = pipeline_factory("alice", _bank_rules(), history_days=365)
+    window = history_window(pipe.settings)
+    land_history(pipe.settings, pipe.connection.connection_id, pipe.accounts, window, out=lambda _: None)
+    import_history(pipe.instance, pipe.settings, pipe.keys, window, progress=None)
+    before_rows, before_fetches = pipe.ledger_rows(), pipe.count(raw_fetches)
+    calls_before = pipe.sim_admin("GET", "stats").json()["data_api_calls"]
+
+    # A year of settled days (older than the look-back window), as a UI backfill would cut it.
+    outcomes = pipe.run(window.first, TODAY - dt.timedelta(days=10))
+    assert len(outcomes) == len(pipe.keys) * 4  # 356 days: runs of at most 90 days per account
+    assert pipe.sim_admin("GET", "stats").json()["data_api_calls"] == calls_before
+    assert pipe.ledger_rows() == before_rows and pipe.count(raw_fetches) == before_fetches
+    assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == 356 * len(pipe.keys)
+
+
+def test_a_budget_starved_backfill_lands_what_it_fetched_keeps_the_reserve_and_resumes(pipeline_factory, move_clock):
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
+    key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
+    account_id = next(a["id"] for a in pipe.accounts if a["account_key"] == key)
+    first, last = TODAY - dt.timedelta(days=269), TODAY - dt.timedelta(days=10)  # 260 days: 3 runs
+
+    outcomes = pipe.run(first, last, [key], require_success=False)
+    landed = [o for o in outcomes if o.success]
+    deferred = [o for o in outcomes if not o.success]
+    assert len(landed) == 2 and len(deferred) == 1, "2 unattended calls for backfills, 2 kept for the daily import"
+    assert "deferred" in deferred[0].error and "00:00 UTC" in deferred[0].error
+    for o in landed:  # what was fetched went all the way to the ledger
+        account = pipe.truth(o.first, o.last)[pipe.provider_id(key)]
+        assert pipe.ledger_totals(o.first, o.last)[pipe.provider_id(key)] == expected_totals({"a": account})["a"]
+    from bank_pipeline.limits import UnattendedBudget
+
+    assert UnattendedBudget(pipe.engine, 4).used(account_id) == 2  # the daily import's 2 are untouched
+    _assert_partitions(pipe, key, deferred[0].first, deferred[0].last, dg.AssetPartitionStatus.FAILED)
+
+    # After midnight the backfill is resumed: only what is missing is fetched.
+    _move_to(pipe, move_clock, TODAY + dt.timedelta(days=1))
+    resumed = pipe.run(first, last, [key])
+    assert sum(o.metadata["fetched_transactions"]["api_calls"] for o in resumed) == 1
+    truth = pipe.truth(first, last)[pipe.provider_id(key)]
+    assert pipe.ledger_totals(first, last)[pipe.provider_id(key)] == expected_totals({"a": truth})["a"]
+    with pipe.engine.connect() as conn:
+        windows = conn.execute(
+            sa.select(raw_fetches.c.window_from, raw_fetches.c.window_to).where(
+                raw_fetches.c.account_id == account_id, raw_fetches.c.kind == "booked", raw_fetches.c.error.is_(None)
+            )
+        ).all()
+    assert len(windows) == len(set(windows)) == 3, "no window fetched twice"
+    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.MATERIALIZED)
+
+
+def test_every_attempt_that_reaches_the_bank_is_reserved(pipeline_factory):
+    # 3 injected 5xx: the client retries, and each attempt counts against the budget before it is sent.
+    pipe = pipeline_factory("alice", _bank_rules(server_error_count=3), unattended_daily_budget=4,
+                            backfill_reserve=0)
+    key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
+    outcomes = pipe.run(TODAY - dt.timedelta(days=40), TODAY - dt.timedelta(days=10), [key], require_success=False)
+    assert not outcomes[0].success and "budget" in outcomes[0].error
+    stats = pipe.sim_admin("GET", "stats").json()
+    assert max(n for days in stats["unattended"].values() for n in days.values()) <= 4
+    assert "429" not in {str(s) for s in stats.get("statuses", {})}, "the bank never had to refuse a call"
+
+
+def test_a_per_account_failure_in_a_multi_account_run_marks_its_partitions_failed(pipeline_factory):
+    from bank_pipeline.orchestration.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
+    from bank_pipeline.orchestration.runner import import_job
+
+    # The SCA window is over at once: the second account's old days are refused (`sca_exceeded`).
+    pipe = pipeline_factory("alice", _bank_rules(sca_window_minutes=0), unattended_daily_budget=100)
+    recent, old = pipe.keys[0], pipe.keys[1]
+    start = dt.date(2020, 1, 1)
+    from bank_pipeline.orchestration.partitions import sync_account_partitions
+
+    sync_account_partitions(pipe.instance, pipe.keys)
+    tags = {RANGE_START_TAG: partition_key(recent, TODAY - dt.timedelta(days=2)),
+            RANGE_END_TAG: partition_key(old, start + dt.timedelta(days=2))}
+    result = import_job(pipe.settings).execute_in_process(instance=pipe.instance, tags=tags, raise_on_error=False)
+    assert not result.success
+    _assert_partitions(pipe, old, start, start + dt.timedelta(days=2), dg.AssetPartitionStatus.FAILED)
+    # The other account's partitions in that run are not shown as materialized either.
+    _assert_partitions(pipe, recent, TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=1),
+                       dg.AssetPartitionStatus.FAILED)
+    with pipe.engine.connect() as conn:
+        reason = conn.execute(
+            sa.text("select last_failure_message from accounts where account_key = :k"), {"k": old}
+        ).scalar_one()
+    assert "sca_exceeded" in reason
+    assert pipe.count(transactions) == 0
+
+
+def _assert_partitions(pipe, key: str, first: dt.date, last: dt.date, status) -> None:
+    from bank_pipeline.orchestration.assets import transaction_assets
+    from bank_pipeline.orchestration.partitions import partition_key, transaction_partitions
+
+    keys = [partition_key(key, first + dt.timedelta(days=n)) for n in range((last - first).days + 1)]
+    for asset in transaction_assets:
+        statuses = pipe.instance.get_status_by_partition(asset.key, keys, transaction_partitions)
+        assert set(statuses.values()) == {status}, (asset.key.to_user_string(), set(statuses.values()))
