@@ -6,8 +6,8 @@ dagster-postgres with the PostgreSQL one), launches the backfill with the UI's G
 and reads the outcome as the UI shows it (backfill status, runs, the Partitions tab's statuses).
 The simulator enforces the bank's 4-unattended-calls-a-day rule throughout.
 
-Issue 8 behaviour these tests require (they fail until it lands on main):
-- connecting imports the account's history as attended calls, so the backfill's days have landed;
+The user connects with `bank-pipeline connect`, which (issue 8) imports the account's history as
+attended calls, so the backfill's days have landed before it starts. Issue 8 behaviour required:
 - a backfill over settled, landed days replays them from the raw store with 0 bank calls;
 - an account whose fetch fails marks its partitions FAILED in the instance (not missing).
 """
@@ -29,12 +29,15 @@ from bank_pipeline_tests.dagster_graphql_client import (
 )
 from bank_pipeline_tests.fixtures.clock import TODAY
 from bank_pipeline_tests.fixtures.pipeline import Pipeline, expected_totals, settings_for
+from bank_pipeline_tests.user_cli import connect_user
 
 pytestmark = pytest.mark.slow
 
 BACKFILL_DAYS = 60
 # Settled days: older than the look-back window (BANK_PIPELINE_LOOKBACK_DAYS, 3 by default).
 LAST_SETTLED = TODAY - dt.timedelta(days=5)
+# Connect imports this much history (the default is two years; enough here to cover the backfill).
+HISTORY_DAYS = BACKFILL_DAYS + 10
 BACKFILL_TIMEOUT = 900  # generous: 2 shared cores; the daemon ticks every 30 s
 
 
@@ -56,18 +59,22 @@ class UserSession:
 
 
 @pytest.fixture
-def session(db_url, simulator_factory, dagster_services_factory, tmp_path, monkeypatch):
-    """alice connected with the bank's limits on; webserver + daemon serving the same app DB."""
-    sim = simulator_factory(SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4)))
+def session(db_url, simulator_factory, dagster_services_factory, tmp_path):
+    """alice connected with `bank-pipeline connect` (history imported), the bank's limits on
+    (4 unattended calls a day, history only in the first minutes); webserver + daemon serving
+    the same application database."""
+    sim = simulator_factory(
+        SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4, sca_window_minutes=5))
+    )
     settings = settings_for(db_url, sim, tmp_path / "home")
     storage = "sqlite" if db_url.startswith("sqlite") else "postgres"
     services = dagster_services_factory(settings, storage=storage)
-    # Whatever connecting does with Dagster (e.g. a history run) goes to the instance the UI shows.
-    monkeypatch.setenv("DAGSTER_HOME", str(services.dagster_home))
     gql = DagsterGraphQL(services.url)
+    # The history's runs go to the instance the UI shows, as DAGSTER_HOME says for a user.
+    connect_user(settings, "alice", dagster_home=services.dagster_home, history_days=HISTORY_DAYS)
     with services.instance() as instance:
-        pipe = Pipeline(settings, sim, instance, "alice")
-        sync_account_partitions(instance, pipe.keys)
+        pipe = Pipeline.attach(settings, sim, instance, "alice")
+        sync_account_partitions(instance, pipe.keys)  # already registered by connect: a no-op
         gql.wait_until_idle(timeout=BACKFILL_TIMEOUT, settle=5, alive=services.check_alive)
         yield UserSession(pipe, services, gql)
 

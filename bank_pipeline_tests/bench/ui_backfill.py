@@ -31,13 +31,14 @@ import sqlalchemy as sa
 
 from bank_pipeline import clock
 from bank_pipeline.db import make_engine, migrate
-from bank_pipeline.db.schema import transactions
+from bank_pipeline.db.schema import accounts, transactions
 from bank_pipeline.orchestration.partitions import partition_key, sync_account_partitions
 from bank_pipeline.simulator import FaultConfig, SimulatorConfig, run_in_thread
 from bank_pipeline_tests.bench._trivial_location import PREFIX
 from bank_pipeline_tests.dagster_graphql_client import TRANSACTION_ASSETS, BackfillResult, DagsterGraphQL
 from bank_pipeline_tests.dagster_services import dagster_services, postgres_dagster_database
 from bank_pipeline_tests.fixtures.pipeline import settings_for
+from bank_pipeline_tests.user_cli import connect_user
 
 TODAY = dt.date(2026, 11, 20)
 LATENCY_MS = 100
@@ -107,11 +108,10 @@ def _history_landed(engine, first: dt.date, last: dt.date) -> int:
 
 def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
     """One case; returns False if limits were on but connecting imported no history (rerun without)."""
-    from bank_pipeline.connections import connect
-
     last = TODAY - dt.timedelta(days=1)
     first = last - dt.timedelta(days=case.days - 1)
-    faults = FaultConfig(unattended_limit=4 if limits else None, latency_ms=LATENCY_MS)
+    faults = FaultConfig(unattended_limit=4 if limits else None, sca_window_minutes=5 if limits else None,
+                         latency_ms=LATENCY_MS)
     with tempfile.TemporaryDirectory() as tmp, _storage(storage) as storage_block:
         tmp_path = Path(tmp)
         db_url = f"sqlite:///{tmp_path / 'app.db'}"
@@ -124,14 +124,15 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
             with dagster_services(settings, tmp_path, storage=storage_block, extra_modules=(TRIVIAL_MODULE,)) as services:
                 print(f"  webserver + daemon ready in {time.perf_counter() - started:.1f}s", flush=True)
                 gql = DagsterGraphQL(services.url)
-                _set_dagster_home(services.dagster_home)  # a connect-time run lands in this instance
                 started = time.perf_counter()
-                result = connect(settings, simulator_user=case.user, open_browser=False, timeout=60, out=lambda _: None)
-                keys = sorted(a["account_key"] for a in result.accounts)[: case.accounts]
+                # As a user: `bank-pipeline connect` (history into the instance the UI shows).
+                connect_user(settings, case.user, dagster_home=services.dagster_home, history_days=case.days + 1)
+                engine = make_engine(db_url)
+                with engine.connect() as conn:
+                    keys = sorted(conn.execute(sa.select(accounts.c.account_key)).scalars())[: case.accounts]
                 with services.instance() as instance:
                     sync_account_partitions(instance, keys)
                 gql.wait_until_idle(timeout=BACKFILL_TIMEOUT, settle=5, alive=services.check_alive)
-                engine = make_engine(db_url)
                 landed = _history_landed(engine, first, last)
                 stats = httpx.get(f"{sim.base_url}/_sim/stats", timeout=30).json()
                 print(f"  connect {case.user} ({len(keys)} accounts): {time.perf_counter() - started:.1f}s, "
@@ -164,40 +165,29 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                 return True
 
 
-def _set_dagster_home(path: Path) -> None:
-    os.environ["DAGSTER_HOME"] = str(path)
-
-
 def run(args) -> None:
+    with clock.pinned(TODAY):
+        _run_all(args)
+
+
+def _run_all(args) -> None:
     limits: bool | None = None  # unknown until a connect shows whether history lands at connect time
-    previous_home = os.environ.get("DAGSTER_HOME")
-    try:
-        _run_all(args, limits)
-    finally:
-        if previous_home is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous_home
-
-
-def _run_all(args, limits: bool | None) -> None:
     choice = os.environ.get("UI_BACKFILL_BANK_LIMITS", "auto").lower()
     if choice in ("on", "off"):
         limits = choice == "on"
         print(f"bank limits forced {choice.upper()} (UI_BACKFILL_BANK_LIMITS)")
-    with clock.pinned(TODAY):
-        for storage in _storages():
-            print(f"\n--- Dagster instance storage: {storage}", flush=True)
-            for case in _cases(args):
-                print(f"\n  case {case.days} days x {case.accounts} accounts ({case.user})", flush=True)
-                if limits is not False:
-                    if _run_case(case, storage, limits=True):
-                        limits = True
-                        continue
-                    if choice == "on":
-                        print("  connecting imported no history: the backfill cannot land within the bank's limits")
-                        continue
-                    limits = False
-                    print("  connecting imported no history (issue 8's connect-time import is not there yet): "
-                          "this and later cases run with the bank's limits OFF", flush=True)
-                _run_case(case, storage, limits=False)
+    for storage in _storages():
+        print(f"\n--- Dagster instance storage: {storage}", flush=True)
+        for case in _cases(args):
+            print(f"\n  case {case.days} days x {case.accounts} accounts ({case.user})", flush=True)
+            if limits is not False:
+                if _run_case(case, storage, limits=True):
+                    limits = True
+                    continue
+                if choice == "on":
+                    print("  connecting imported no history: the backfill cannot land within the bank's limits")
+                    continue
+                limits = False
+                print("  connecting imported no history (issue 8's connect-time import is not there yet): "
+                      "this and later cases run with the bank's limits OFF", flush=True)
+            _run_case(case, storage, limits=False)
