@@ -26,6 +26,7 @@ from bank_pipeline_tests.dagster_graphql_client import (
     TERMINAL_BACKFILL_STATUSES,
     TRANSACTION_ASSETS,
     DagsterGraphQL,
+    GraphQLError,
 )
 from bank_pipeline_tests.fixtures.clock import TODAY
 from bank_pipeline_tests.fixtures.pipeline import Pipeline, expected_totals, settings_for
@@ -52,7 +53,12 @@ class UserSession:
         return [partition_key(account, day) for account in self.pipe.keys for day in days]
 
     def backfill(self, keys: list[str]):
-        result = self.gql.run_backfill(TRANSACTION_ASSETS, keys, timeout=BACKFILL_TIMEOUT, alive=self.services.check_alive)
+        try:
+            result = self.gql.run_backfill(
+                TRANSACTION_ASSETS, keys, timeout=BACKFILL_TIMEOUT, alive=self.services.check_alive
+            )
+        except GraphQLError as exc:
+            raise AssertionError(f"{exc}\n{self.services.log_tails()}") from None
         print(f"backfill {result.backfill_id}: {result.status}, {len(result.runs)} runs {result.run_statuses}, "
               f"first run after {result.time_to_first_run}s, wall {result.wall_seconds:.1f}s, {result.asset_counts}")
         return result
