@@ -38,7 +38,7 @@ BACKFILL_DAYS = 60
 # Settled days: older than the look-back window (BANK_PIPELINE_LOOKBACK_DAYS, 3 by default).
 LAST_SETTLED = TODAY - dt.timedelta(days=5)
 # Connect imports this much history (the default is two years; enough here to cover the backfill).
-HISTORY_DAYS = BACKFILL_DAYS + 10
+HISTORY_DAYS = BACKFILL_DAYS + 5
 BACKFILL_TIMEOUT = 900  # generous: 2 shared cores; the daemon ticks every 30 s
 
 
