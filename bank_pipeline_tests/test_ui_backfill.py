@@ -60,7 +60,7 @@ class UserSession:
         except GraphQLError as exc:
             raise AssertionError(f"{exc}\n{self.services.log_tails()}") from None
         print(f"backfill {result.backfill_id}: {result.status}, {len(result.runs)} runs {result.run_statuses}, "
-              f"first run after {result.time_to_first_run}s, wall {result.wall_seconds:.1f}s, {result.asset_counts}")
+              f"first run after {result.time_to_first_run or 0:.1f}s, wall {result.wall_seconds:.1f}s, {result.asset_counts}")
         return result
 
 
