@@ -18,6 +18,7 @@ setup(
             "db/migrations/*.py",
             "db/migrations/versions/*.py",
             "enrich/data/*.json",
+            "ingest/data/*.txt",
             "enrich/data/*.csv",
             "simulator/data/*.json",
         ],
@@ -37,6 +38,7 @@ setup(
         "truelayer-signing>=0.4",
         "starlette>=0.40",
         "uvicorn>=0.30",
+        "scikit-learn>=1.4",
     ],
     extras_require={
         "test": [

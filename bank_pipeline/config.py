@@ -107,6 +107,11 @@ class Settings:
     initial_backfill_days: int
     backfill_reserve: int = 2
     history_days: int = 730
+    # The model queue (enrich/queue.py): descriptions per call, longest wait, Message Batches use.
+    enrich_queue_batch: int = 25
+    enrich_queue_delay_hours: float = 24.0
+    enrich_queue_max_delay_hours: float = 2160.0
+    enrich_batch_api_min: int = 0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -149,6 +154,10 @@ class Settings:
             initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
             backfill_reserve=_int("BANK_PIPELINE_BACKFILL_RESERVE", 2),
             history_days=_int("BANK_PIPELINE_HISTORY_DAYS", 730),
+            enrich_queue_batch=_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25),
+            enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
+            enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
+            enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
         )
 
     def require_client_credentials(self) -> tuple[str, str]:

@@ -94,5 +94,5 @@ def import_history(instance, settings: Settings, account_keys: list[str], window
         window.last,
         extra_tags={FETCH_MODE_TAG: "landed", "bank_pipeline/trigger": "connect"},
         progress=progress,
-        run_days=None,
+        whole_range=True,
     )

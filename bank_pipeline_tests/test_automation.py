@@ -8,44 +8,19 @@ import datetime as dt
 import os
 import subprocess
 import sys
-import uuid
 
 import dagster as dg
 import httpx
 import pytest
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import enrichments, raw_fetches, transactions, webhook_events
 from bank_pipeline.orchestration.resources import AppDatabase
-from bank_pipeline_tests.fixtures.database import postgres_base_url
 from bank_pipeline_tests.fixtures.pipeline import TODAY, Pipeline, expected_totals, settings_for
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def postgres_dagster_instance(tmp_path):
-    """A Dagster instance whose run, event-log and schedule storage is dagster-postgres."""
-    base = postgres_base_url()
-    if not base:
-        pytest.skip("BANK_PIPELINE_TEST_POSTGRES_URL not set")
-    name = f"bp_dagster_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = sa.engine.make_url(base).set(drivername="postgresql+psycopg2", database=name)
-    (tmp_path / "dagster-pg").mkdir()
-    try:
-        with dg.instance_for_test(
-            temp_dir=str(tmp_path / "dagster-pg"),
-            overrides={"storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}},
-        ) as instance:
-            yield instance
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 def _sensor_requests(instance, db_url) -> list[dg.RunRequest]:
@@ -83,7 +58,7 @@ def test_signed_webhook_becomes_a_sensor_run_that_loads_and_enriches(db_url, sim
         # Forged, wrong key, tampered body and stale: 401, nothing stored, no run.
         for tamper in ("signature", "wrong_key", "body"):
             assert send(tamper=tamper)["status_code"] == 401
-        stale = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+        stale = (clock.now() - dt.timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
         assert send(timestamp=stale)["status_code"] == 401
         unsigned = httpx.post(receiver.url, json={"event_id": "x", "event_type": "transactions_available"})
         assert unsigned.status_code == 401

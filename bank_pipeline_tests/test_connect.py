@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import html
 import re
 import threading
 import time
@@ -15,6 +16,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.cli import main
 from bank_pipeline.connections import (
     ConnectionStore,
@@ -137,7 +139,7 @@ def test_expired_state_is_a_mismatch(store, engine):
     with engine.begin() as conn:
         conn.execute(
             sa.update(oauth_states).values(
-                expires_at=dt.datetime.now(dt.timezone.utc) - dt.timedelta(seconds=1)
+                expires_at=clock.now() - dt.timedelta(seconds=1)
             )
         )
     with pytest.raises(BankPipelineError, match="state mismatch: .*expired"):
@@ -261,13 +263,14 @@ def test_wrong_code_verifier_is_rejected(connect_settings, tl_sim, engine):
     assert wrong not in str(info.value)
 
 
-def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
-    """A redirect carrying a state this connect did not issue is refused (real HTTP to the callback)."""
+def _callback_during_connect(settings, params: dict) -> tuple[httpx.Response, BankPipelineError | None]:
+    """Run `connect` waiting for a browser, send it `params` as the redirect over real HTTP;
+    returns the page the browser gets and the error `connect` failed with."""
     outcome = {}
 
     def run():
         try:
-            main_connect(connect_settings, simulator_user=None, timeout=20)
+            main_connect(settings, simulator_user=None, timeout=20)
         except BankPipelineError as exc:
             outcome["error"] = exc
 
@@ -276,16 +279,39 @@ def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
     deadline = time.monotonic() + 15
     while True:
         try:
-            response = httpx.get(
-                connect_settings.redirect_uri, params={"code": "x", "state": "forged"}, timeout=2
-            )
+            response = httpx.get(settings.redirect_uri, params=params, timeout=2)
             break
         except httpx.TransportError:
             assert time.monotonic() < deadline, "callback server never came up"
             time.sleep(0.05)
-    assert response.status_code == 200
     thread.join(30)
-    assert "state mismatch" in str(outcome["error"])
+    return response, outcome.get("error")
+
+
+def _page_text(response: httpx.Response) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", response.text))
+
+
+def test_forged_state_on_the_callback_is_rejected(connect_settings, tl_sim):
+    """A redirect carrying a state this connect did not issue is refused, and the browser page
+    says exactly what the CLI says (never "Connected")."""
+    response, error = _callback_during_connect(connect_settings, {"code": "x", "state": "forged"})
+    assert response.status_code == 200
+    assert "state mismatch" in str(error)
+    page = _page_text(response)
+    assert "Not connected" in page and f"error: {error}" in page
+    assert "Connected" not in page.replace("Not connected", "")
+
+
+def test_bank_error_on_the_callback_shows_the_cli_error_on_the_page(connect_settings, tl_sim):
+    response, error = _callback_during_connect(
+        connect_settings, {"error": "access_denied", "error_description": "the user said no <b>"}
+    )
+    assert str(error) == "the bank connection was not authorised: access_denied: the user said no <b>"
+    page = _page_text(response)
+    assert "Not connected" in page and f"error: {error}" in page
+    assert "<b>" not in response.text  # escaped in the HTML
+    assert "Connected" not in page.replace("Not connected", "")
 
 
 def test_refresh_rotates_and_persists_the_new_pair(connect_settings, alice_connection, engine):
@@ -432,7 +458,7 @@ def test_status_cli_shows_accounts_and_no_secrets(
 
 
 def test_consent_expiry_warning(connect_settings, alice_connection, engine):
-    soon = dt.datetime.now(dt.timezone.utc) + dt.timedelta(days=3)
+    soon = clock.now() + dt.timedelta(days=3)
     with engine.begin() as conn:
         conn.execute(sa.update(connections).values(consent_expires_at=soon))
     warnings = consent_warnings(engine, within_days=7)
@@ -525,7 +551,7 @@ def test_discover_accounts_identity_501_cards_and_changed_ids(engine):
     from bank_pipeline.truelayer.client import DataClient
 
     store = ConnectionStore(engine, TokenCipher([generate_key()]))
-    tokens = TokenSet("at", "rt", dt.datetime.now(dt.timezone.utc) + dt.timedelta(hours=1), None)
+    tokens = TokenSet("at", "rt", clock.now() + dt.timedelta(hours=1), None)
     cid = store.save_connection(tokens, {"provider": {"provider_id": "ob-stub"}, "credentials_id": "cred-1"})
     bank = _StubBank()
     try:

@@ -91,13 +91,14 @@ def test_unstable_transaction_id_is_never_the_key(engine):
     ]
     client = FakeClient(booked=rows)
     run_pipeline(engine, client, account, [D], today=TODAY)
-    # Next fetch: new transaction_ids and the description reworded — the ids still match.
+    # Next fetch: new transaction_ids and the description reworded — the ids still match, so the
+    # rows are the same transactions, corrected (not new ones).
     client.booked = [
         dict(r, transaction_id=f"changed-{i}", description=r["description"] + " REF 1")
         for i, r in enumerate(rows)
     ]
     *_, dedup, load = run_pipeline(engine, client, account, [D], run_id="run-2", today=TODAY)
-    assert (dedup.new, dedup.duplicate, load.inserted) == (0, 2, 0)
+    assert (dedup.new, dedup.duplicate, dedup.corrected, load.inserted, load.corrected) == (0, 0, 2, 0, 2)
     with engine.connect() as conn:
         keys = sorted(conn.execute(sa.select(transactions.c.dedup_key)).scalars())
     assert keys == [f"a{account['id']}:n:txn-2jdh8whf8w9rh3udh", f"a{account['id']}:p:33b5555724"]

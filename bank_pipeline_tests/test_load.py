@@ -15,7 +15,7 @@ from bank_pipeline.ingest import (
     load_account_days,
     normalize_account_days,
 )
-from bank_pipeline.ingest.load import match_pending
+from bank_pipeline.ingest.load import PendingPolicy, match_pending
 from bank_pipeline_tests.ingest_support import (
     FakeClient,
     count,
@@ -120,30 +120,59 @@ def test_pending_then_booked_leaves_one_ledger_row_and_no_pending_copy(engine):
     assert count(engine, transactions) == 2 and count(engine, pending_transactions) == 0
 
 
-def test_pending_matching_rules():
-    def row(day, amount, desc, direction=None):
-        return dict(
-            booking_date=day,
-            amount=Decimal(amount),
-            currency="GBP",
-            description=desc,
-            direction=direction or ("debit" if Decimal(amount) < 0 else "credit"),
-        )
+def _pending_row(day, amount, desc, direction=None, currency="GBP"):
+    return dict(
+        booking_date=day,
+        amount=Decimal(amount),
+        currency=currency,
+        description=desc,
+        direction=direction or ("debit" if Decimal(amount) < 0 else "credit"),
+    )
 
-    d = TODAY
+
+def test_pending_matching_is_one_to_one_forward_in_time_and_needs_amount_and_description():
+    row, d = _pending_row, TODAY
     pending = [
-        row(d, "-25.00", "HOTEL PREAUTH"),  # books at a different amount, same description
+        row(d, "-40.00", "DISHOOM LONDON"),  # books 2 days later with a 12.5% service charge
         row(d, "-3.20", "COSTA COFFEE"),  # books as "COSTA COFFEE 1234": same amount
         row(d, "-3.20", "COSTA COFFEE"),  # a second coffee: only one booked, so one stays
-        row(d, "-50.00", "ASOS.COM"),  # nothing booked within 7 days
+        row(d, "-2.95", "CAFFE NERO CD 9991 02DEC26"),  # a purchase booked BEFORE it is another one
+        row(d, "-50.00", "ASOS.COM"),  # same amount, other shop: not this one
+        row(d, "-9.99", "NETFLIX.COM"),  # booked 6 days later: too late to be the same
+        row(d, "-12.00", "UBER TRIP"),  # books at twice the amount: not a tip, stays pending
     ]
     booked = [
-        row(d + dt.timedelta(days=2), "-31.75", "hotel   preauth"),
+        row(d + dt.timedelta(days=2), "-45.00", "DISHOOM  LONDON"),
         row(d + dt.timedelta(days=1), "-3.20", "COSTA COFFEE 1234"),
-        row(d - dt.timedelta(days=9), "-50.00", "ASOS.COM"),
+        row(d - dt.timedelta(days=3), "-2.95", "CAFFE NERO CD 9991 29NOV26"),
+        row(d, "-50.00", "ZARA UK"),
+        row(d + dt.timedelta(days=6), "-9.99", "NETFLIX.COM"),
+        row(d, "-24.00", "UBER TRIP"),
         row(d, "3.20", "COSTA COFFEE"),  # a refund: other direction
+        row(d, "-3.20", "COSTA COFFEE", currency="EUR"),  # other currency
     ]
     assert match_pending(pending, booked) == {0, 1}
+
+
+def test_the_closest_pair_wins_whatever_the_order():
+    row, d = _pending_row, TODAY
+    pending = [row(d, "-10.00", "PRET A MANGER"), row(d, "-12.00", "PRET A MANGER")]
+    booked = [row(d, "-12.00", "PRET A MANGER")]
+    assert match_pending(pending, booked) == {1}
+    policy = PendingPolicy(match_days=1)
+    assert match_pending([row(d, "-9.99", "NETFLIX.COM")], [row(d + dt.timedelta(days=2), "-9.99", "NETFLIX.COM")], policy) == set()
+
+
+def test_old_pending_rows_are_kept_and_flagged_stale(engine):
+    account = make_account(engine)
+    old = txn(TODAY - dt.timedelta(days=12), -80.0, "HOTEL PREAUTH", npti=None)
+    fresh = txn(TODAY, -9.99, "NETFLIX.COM", npti=None)
+    client = FakeClient(pending=[old, fresh])
+    *_, load = run_pipeline(engine, client, account, [TODAY], today=TODAY)
+    assert (load.pending_replaced, load.pending_stale) == (2, 1)
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.select(pending_transactions.c.description, pending_transactions.c.stale)).all())
+    assert rows == {"HOTEL PREAUTH": True, "NETFLIX.COM": False}
 
 
 def test_concurrent_loads_add_each_row_once(engine):

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from bank_pipeline import clock
 from bank_pipeline.connections import open_data_client
 from bank_pipeline.db import make_engine
 from bank_pipeline.errors import BankPipelineError
@@ -48,7 +49,7 @@ def card(alice_connection):
 
 
 def _window(days=30):
-    end = dt.date.today()
+    end = clock.today_utc()
     return end - dt.timedelta(days=days), end
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
+import time
 
 import httpx
 import pytest
@@ -46,9 +48,9 @@ def _assert_rejected(engine, response, status: int, reason_part: str, body: byte
     assert response.status_code == status, response.text
     assert _events(engine) == []
     (rejection,) = _rejections(engine)
-    assert rejection["status_code"] == status
-    assert reason_part in rejection["reason"]
-    assert rejection["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert rejection["status_code"] == status and rejection["count"] == 1
+    assert reason_part in f"{rejection['reason']} [{rejection['sample_detail']}]"
+    assert rejection["last_body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
 def test_valid_webhook_is_stored_once_and_replay_is_a_no_op(engine, webhook_signer, webhook_receiver):
@@ -270,23 +272,84 @@ def test_jwks_cache_ttl_and_rate_limited_refetch_on_unknown_kid():
 
     clock = _Clock()
     cache = JwksCache(fetcher, ttl_seconds=300, min_refetch_seconds=10, clock=clock)
-    cache.get("u", "k1")
-    cache.get("u", "k1")
-    assert len(calls) == 1
-    cache.get("u", "unknown")  # fetched just now: no refetch storm on forged kids
-    assert len(calls) == 1
-    clock.now += 11
-    cache.get("u", "unknown")  # once the cool-down passed, an unknown kid refetches once
-    assert len(calls) == 2
-    clock.now += 301
-    cache.get("u", "k1")  # TTL expired
-    assert len(calls) == 3
+
+    async def scenario():
+        await cache.get("u", "k1")
+        await cache.get("u", "k1")
+        assert len(calls) == 1
+        await cache.get("u", "unknown")  # fetched just now: no refetch storm on forged kids
+        assert len(calls) == 1
+        clock.now += 11
+        await cache.get("u", "unknown")  # once the cool-down passed, an unknown kid refetches once
+        assert len(calls) == 2
+        clock.now += 301
+        # TTL expired: the previous keys answer at once while one refresh runs in the background.
+        assert await cache.get("u", "k1") == {"keys": [{"kid": "k1"}]}
+        for _ in range(200):
+            if cache.fetches == 3:
+                break
+            await asyncio.sleep(0.01)
+        assert len(calls) == 3 and cache.fetches == 3
+
+    asyncio.run(scenario())
 
 
 def test_jwks_cache_rejects_non_jwks_documents():
     cache = JwksCache(lambda url: {"not": "keys"})
     with pytest.raises(JwksUnavailable):
-        cache.get("u", "k")
+        asyncio.run(cache.get("u", "k"))
+
+
+def test_jwks_cache_caches_failures_and_bounds_fetches_per_minute():
+    calls = []
+    answers = iter([OSError("down"), {"keys": []}, {"keys": []}, {"keys": []}, {"keys": []}])
+
+    def fetcher(url):
+        calls.append(url)
+        answer = next(answers)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    clock = _Clock()
+    cache = JwksCache(
+        fetcher, min_refetch_seconds=1, failure_ttl_seconds=30, max_fetches_per_minute=3, clock=clock
+    )
+
+    async def scenario():
+        with pytest.raises(JwksUnavailable, match="OSError"):
+            await cache.get("u", "k")
+        for _ in range(20):  # the failure is cached: no fetch for 30 s
+            with pytest.raises(JwksUnavailable):
+                await cache.get("u", "k")
+            clock.now += 1
+        assert len(calls) == 1
+        clock.now += 40  # failure expired; unknown kids refetch once a second, but at most 3 a minute
+        for _ in range(30):
+            await cache.get("u", "k")
+            clock.now += 1
+        assert len(calls) == 1 + 3
+        assert cache.attempts == 4 and cache.fetches == 3
+
+    asyncio.run(scenario())
+
+
+def test_jwks_cache_fetches_once_for_concurrent_requests():
+    calls = []
+
+    def slow_fetcher(url):
+        calls.append(url)
+        time.sleep(0.3)
+        return {"keys": [{"kid": "k1"}]}
+
+    cache = JwksCache(slow_fetcher)
+
+    async def scenario():
+        documents = await asyncio.gather(*(cache.get("u", "k1") for _ in range(20)))
+        assert all(d == {"keys": [{"kid": "k1"}]} for d in documents)
+
+    asyncio.run(scenario())
+    assert calls == ["u"]
 
 
 def test_allow_list_from_env(monkeypatch):
@@ -343,19 +406,19 @@ def test_simulator_tampered_webhooks_are_401(engine, simulator, sim_receiver, ta
     assert sent["status_code"] == 401, sent["body"]
     assert _events(engine) == []
     (rejection,) = _rejections(engine)
-    assert rejection["status_code"] == 401 and "signature verification failed" in rejection["reason"]
-    assert rejection["body_sha256"] == hashlib.sha256(sent["payload"].encode()).hexdigest()
+    assert rejection["status_code"] == 401 and rejection["reason"] == "signature verification failed"
+    assert rejection["last_body_sha256"] == hashlib.sha256(sent["payload"].encode()).hexdigest()
 
 
 def test_simulator_stale_webhook_is_401(engine, simulator, sim_receiver):
     stale = (utcnow() - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     sent = _sim_send(simulator, sim_receiver.url, timestamp=stale)
     assert sent["status_code"] == 401
-    assert _events(engine) == [] and "stale timestamp" in _rejections(engine)[0]["reason"]
+    assert _events(engine) == [] and _rejections(engine)[0]["reason"] == "stale timestamp"
 
 
 def test_simulator_jku_not_allow_listed_is_401(engine, simulator, webhook_signer):
     with run_webhook_server_in_thread(engine, jku_allowlist=[webhook_signer.jku]) as server:
         sent = _sim_send(simulator, server.url)
     assert sent["status_code"] == 401
-    assert _events(engine) == [] and "jku not on the allow-list" in _rejections(engine)[0]["reason"]
+    assert _events(engine) == [] and _rejections(engine)[0]["reason"] == "jku not on the allow-list"

@@ -10,6 +10,8 @@ stores the encrypted tokens, discovers the accounts and cards, and prints a summ
 from __future__ import annotations
 
 import argparse
+import contextlib
+import datetime as dt
 import html
 import logging
 import queue
@@ -23,6 +25,8 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import httpx
 
+from bank_pipeline import clock
+from bank_pipeline.cli_args import int_between, number_between, port
 from bank_pipeline.config import Settings
 from bank_pipeline.connections import (
     ConnectionStore,
@@ -38,6 +42,8 @@ from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
 
 log = logging.getLogger(__name__)
+
+REJECTIONS_SHOWN_DAYS = 7  # `status` lists refused webhook requests of the last week
 
 
 @dataclass
@@ -65,6 +71,7 @@ class CallbackServer:
             )
         self.path = parts.path or "/"
         self.results: queue.Queue[dict[str, str]] = queue.Queue()
+        self.expected_state: str | None = None  # set once `connect` has issued its state
         server = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -77,13 +84,16 @@ class CallbackServer:
                     return
                 flat = {k: v[0] for k, v in params.items() if v}
                 server.results.put(flat)
-                if flat.get("error"):
-                    title, text = (
-                        "Not connected",
-                        f"The bank answered: {flat['error']}. You can close this window.",
-                    )
+                # The page never claims more than the terminal: a refused redirect shows the very
+                # error `connect` fails with; a valid one is only authorised until the code exchange.
+                problem = callback_problem(flat, server.expected_state)
+                if problem:
+                    title, text = "Not connected", f"error: {problem}"
                 else:
-                    title, text = "Connected", "You can close this window and return to the terminal."
+                    title, text = (
+                        "Authorised",
+                        "bank-pipeline is finishing the connection; the terminal shows the result.",
+                    )
                 body = _PAGE.format(title=html.escape(title), text=html.escape(text)).encode()
                 self.send_response(200)
                 self.send_header("Content-Type", "text/html; charset=utf-8")
@@ -95,7 +105,11 @@ class CallbackServer:
                 self._answer(parse_qs(urlsplit(self.path).query))
 
             def do_POST(self) -> None:  # noqa: N802  (response_mode=form_post)
-                length = int(self.headers.get("Content-Length") or 0)
+                declared = (self.headers.get("Content-Length") or "0").strip()
+                if not (declared.isascii() and declared.isdigit() and int(declared) <= 64 * 1024):
+                    self.send_error(413 if declared.isdigit() else 400)
+                    return
+                length = int(declared)
                 raw = self.rfile.read(length).decode("utf-8", "replace") if length else ""
                 self._answer(parse_qs(raw))
 
@@ -127,6 +141,19 @@ class CallbackServer:
                 f"no redirect from the bank within {timeout:g}s on {self.redirect_uri}; run `bank-pipeline connect` "
                 "again (use --timeout for more time)"
             ) from None
+
+
+def callback_problem(callback: dict[str, str], expected_state: str | None) -> str | None:
+    """Why a redirect cannot complete this connect, as the one-line error both the CLI and the
+    browser page show; None when it carries a code and the state this connect issued."""
+    if callback.get("error"):
+        detail = callback.get("error_description") or ""
+        return f"the bank connection was not authorised: {callback['error']}{': ' + detail if detail else ''}"
+    if expected_state is None or callback.get("state") != expected_state:
+        return "state mismatch: the redirect's state is not the one this connect issued; start again"
+    if not callback.get("code"):
+        return "the bank's redirect carried no authorization code; start again"
+    return None
 
 
 def _with_port(redirect_uri: str, port: int) -> str:
@@ -214,6 +241,7 @@ def connect(
         with CallbackServer(redirect_uri) as server:
             redirect_uri = server.redirect_uri  # the real port when 0 was asked for
             started = store.create_state(redirect_uri, providers)
+            server.expected_state = started.state
             link = build_auth_link(
                 settings.auth_url,
                 settings.client_id,
@@ -237,18 +265,13 @@ def connect(
                     out(link)
                 out(f"Waiting up to {timeout:g}s for the bank to redirect to {redirect_uri} …")
             callback = server.wait(timeout)
-        if callback.get("error"):
-            detail = callback.get("error_description") or ""
-            raise BankPipelineError(
-                f"the bank connection was not authorised: {callback['error']}{': ' + detail if detail else ''}"
-            )
-        if callback.get("state") != started.state:
-            raise BankPipelineError(
-                "state mismatch: the redirect's state is not the one this connect issued; start again"
-            )
+        problem = callback_problem(callback, started.state)
+        if problem:
+            if callback.get("state") == started.state:
+                with contextlib.suppress(BankPipelineError):
+                    store.consume_state(started.state)  # spent either way; the page showed `problem`
+            raise BankPipelineError(problem)
         verifier, stored_redirect = store.consume_state(callback.get("state"))
-        if not callback.get("code"):
-            raise BankPipelineError("the bank's redirect carried no authorization code; start again")
         tokens = auth.exchange_code(callback["code"], stored_redirect, verifier)
         with DataClient(settings.data_url, lambda: tokens.access_token, psu_ip=settings.psu_ip) as client:
             me = client.me()
@@ -312,6 +335,12 @@ def _status_cmd(args: argparse.Namespace) -> int:
     try:
         migrate(engine)
         print(format_status(status_summary(engine, within_days=args.warn_days)))
+        from bank_pipeline.webhooks.rejections import format_rejections, rejection_summary
+
+        since = clock.today_utc() - dt.timedelta(days=REJECTIONS_SHOWN_DAYS - 1)
+        rejected = rejection_summary(engine, since)
+        if rejected:
+            print(format_rejections(rejected, since))
     finally:
         engine.dispose()
     return 0
@@ -333,7 +362,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("connect", help="connect a bank through TrueLayer (OAuth with PKCE)")
     p.add_argument("--no-browser", action="store_true", help="print the link instead of opening a browser")
     p.add_argument(
-        "--redirect-port", type=int, default=None, help="port of the local redirect URI (0: any free port)"
+        "--redirect-port", type=port, default=None, help="port of the local redirect URI (0: any free port)"
     )
     p.add_argument(
         "--simulator-user",
@@ -358,12 +387,20 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--form-post", action="store_true", help="ask for response_mode=form_post")
     p.add_argument(
-        "--timeout", type=float, default=300, help="seconds to wait for the redirect (default 300)"
+        "--timeout",
+        type=number_between(1, 86400, "a number of seconds"),
+        default=300,
+        help="seconds to wait for the redirect (default 300)",
     )
     p.set_defaults(func=_connect_cmd)
 
     s = subparsers.add_parser("status", help="connections, consent expiry and accounts (no secrets)")
-    s.add_argument("--warn-days", type=int, default=7, help="warn when consent ends within this many days")
+    s.add_argument(
+        "--warn-days",
+        type=int_between(0, 3650, "a day count"),
+        default=7,
+        help="warn when consent ends within this many days",
+    )
     s.set_defaults(func=_status_cmd)
 
     r = subparsers.add_parser(
@@ -372,4 +409,4 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     r.set_defaults(func=_rotate_cmd)
 
 
-__all__ = ["CallbackServer", "ConnectResult", "connect", "consent_warnings", "register"]
+__all__ = ["CallbackServer", "ConnectResult", "callback_problem", "connect", "consent_warnings", "register"]

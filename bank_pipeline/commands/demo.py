@@ -2,6 +2,7 @@
 
 import os
 
+from bank_pipeline.cli_args import int_between
 from bank_pipeline.config import Settings
 
 
@@ -24,6 +25,13 @@ def register(subparsers) -> None:
         "demo", help="start the simulator, connect a mock user, backfill 90 days through Dagster, summarise"
     )
     parser.add_argument("--user", default="alice", help="simulator mock user (default: alice)")
-    parser.add_argument("--days", type=int, default=90, help="days to backfill, ending yesterday (default: 90)")
-    parser.add_argument("--seed", type=int, default=42, help="simulator seed (default: 42)")
+    parser.add_argument(
+        "--days",
+        type=int_between(1, 3650, "a day count"),
+        default=90,
+        help="days to backfill, ending yesterday (default: 90)",
+    )
+    parser.add_argument(
+        "--seed", type=int_between(0, 2**63 - 1, "a seed"), default=42, help="simulator seed (default: 42)"
+    )
     parser.set_defaults(func=_demo)

@@ -7,6 +7,7 @@ import argparse
 import uuid
 from datetime import date
 
+from bank_pipeline.cli_args import database_id
 from bank_pipeline.errors import BankPipelineError
 
 
@@ -24,7 +25,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Record your category for one transaction. Enrichment never overwrites it, and a rule "
         "learned from its description labels the same payee/merchant next time (source 'rule').",
     )
-    cat.add_argument("transaction_id", type=int, help="the transaction's id (transactions.id)")
+    cat.add_argument("transaction_id", type=database_id, help="the transaction's id (transactions.id)")
     cat.add_argument("category", help="a category of the configured taxonomy")
     cat.add_argument("--subcategory", help="a subcategory of that category")
     cat.add_argument("--merchant", help="the clean merchant name to record")
@@ -104,6 +105,7 @@ def _enrich_cmd(args: argparse.Namespace) -> int:
         f"run {run_id}: {meta['enriched']} enriched of {meta['transactions']} ({sources or 'nothing to do'}); "
         f"{meta['model_calls']} model call(s), tokens in {meta['tokens_in']} / out {meta['tokens_out']} / "
         f"cache read {meta['tokens_cache_read']} / cache write {meta['tokens_cache_write']}, "
-        f"cost ${meta['cost_usd']:.4f}"
+        f"cost ${meta['cost_usd']:.4f}; provisional {meta['provisional']}, replaced {meta['provisional_replaced']}, "
+        f"queued for the model {meta['queued']}"
     )
     return 0

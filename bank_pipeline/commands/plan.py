@@ -81,4 +81,7 @@ def run(args: argparse.Namespace) -> int:
         today=utcnow().astimezone(ZoneInfo(settings.timezone)).date(),  # the partitions' local today
     )
     print(format_plan(plan))
+    from bank_pipeline.enrich.status import enrichment_status
+
+    print(enrichment_status(engine, price, settings.enrich_batch_size).describe())
     return 0

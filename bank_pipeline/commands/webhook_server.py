@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from bank_pipeline.cli_args import int_between, port
 from bank_pipeline.config import Settings
 
 log = logging.getLogger(__name__)
@@ -21,10 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description=__doc__.splitlines()[0],
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8720, help="port to listen on (default 8720)")
+    parser.add_argument("--port", type=port, default=8720, help="port to listen on (default 8720)")
     parser.add_argument(
         "--max-age",
-        type=int,
+        type=int_between(1, 86400, "a number of seconds"),
         default=300,
         metavar="SECONDS",
         help="reject webhooks whose X-TL-Webhook-Timestamp is older than this (default 300)",

@@ -5,8 +5,9 @@ account × day partitions without an IO manager. Layers, in pipeline order:
 
     raw_fetches / raw_transactions   what TrueLayer sent, verbatim (audit and replay)
     staged_transactions              normalised rows of one raw row each (+ dedup key once deduped)
-    quarantine                       raw rows that failed validation, with the reason
+    quarantine                       raw rows that failed validation, with the reason (one per bad row)
     transactions                     booked transactions, unique by dedup_key
+    transaction_history              earlier versions of corrected ledger rows
     pending_transactions             the account's current pending set, replaced on each fetch
     enrichments                      one categorisation per transaction
 
@@ -170,7 +171,9 @@ staged_transactions = Table(
     Column("running_balance", Amount),
     Column("running_balance_currency", String(3)),
     Column("dedup_key", String(128)),
-    Column("dedup_status", String(16)),  # new | duplicate (filled by the dedup stage)
+    Column("dedup_status", String(16)),  # new | duplicate | corrected (filled by the dedup stage)
+    # Comma-separated: text_cleaned (control characters removed), currency_mismatch (≠ the account's)
+    Column("flags", String(64)),
     Index("ix_staged_account_date", "account_id", "booking_date"),
 )
 
@@ -187,6 +190,21 @@ quarantine = Table(
     _ts("created_at", False),
     _ts("resolved_at"),
     Column("resolution", Text),
+    # One entry per distinct bad row of an account: "<status>:n|p:<sha256 of the stable id>" or
+    # "<status>:h:<sha256 of the payload without transaction_id>"; re-sightings only count.
+    Column("row_key", String(128)),
+    Column("seen_count", Integer, nullable=False, server_default="1"),
+    _ts("last_seen_at"),
+    Index("uq_quarantine_account_row_key", "account_id", "row_key", unique=True),
+)
+
+quarantine_sightings = Table(
+    "quarantine_sightings",
+    metadata,
+    # Each raw row that was this bad row again (the first one included): makes re-counting idempotent.
+    Column("raw_transaction_id", Id, ForeignKey("raw_transactions.id"), primary_key=True),
+    Column("quarantine_id", Id, ForeignKey("quarantine.id"), nullable=False),
+    Index("ix_quarantine_sightings_quarantine", "quarantine_id"),
 )
 
 # --- the ledger -------------------------------------------------------------------------------
@@ -214,7 +232,29 @@ transactions = Table(
     Column("raw_transaction_id", Id),
     Column("run_id", String(64)),
     _ts("loaded_at", False),
+    Column("flags", String(64)),  # as staged_transactions.flags
+    _ts("corrected_at"),  # last time the bank re-sent it with a different amount/description/date
     Index("ix_transactions_account_date", "account_id", "booking_date"),
+)
+
+transaction_history = Table(
+    "transaction_history",
+    metadata,
+    # A ledger row's previous version, kept when the bank corrects it under the same stable id.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("transaction_id", Id, ForeignKey("transactions.id"), nullable=False),
+    Column("booking_date", Date, nullable=False),
+    _ts("booked_at", False),
+    Column("amount", Amount, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("direction", String(8), nullable=False),
+    Column("description", Text, nullable=False),
+    Column("merchant_name", Text),
+    Column("raw_transaction_id", Id),  # the raw row that version came from
+    Column("replaced_by_raw_transaction_id", Id, nullable=False),
+    Column("run_id", String(64)),  # the run that replaced it
+    _ts("replaced_at", False),
+    UniqueConstraint("transaction_id", "replaced_by_raw_transaction_id", name="uq_transaction_history_version"),
 )
 
 pending_transactions = Table(
@@ -232,6 +272,8 @@ pending_transactions = Table(
     Column("merchant_name", Text),
     Column("raw_transaction_id", Id),
     _ts("fetched_at", False),
+    # Still pending longer than the configured number of days after its date (load.PendingPolicy).
+    Column("stale", Boolean, nullable=False, server_default="0"),
     Index("ix_pending_account", "account_id"),
 )
 
@@ -277,6 +319,19 @@ enrichment_cache = Table(
     Column("hit_count", Integer, nullable=False, server_default="0"),
     _ts("created_at", False),
     _ts("last_hit_at"),
+)
+
+# Transactions answered provisionally by the offline tiers, waiting for the model: sent when a
+# full batch has gathered or the oldest has waited the configured delay (or as a Message Batch).
+enrichment_queue = Table(
+    "enrichment_queue",
+    metadata,
+    Column("transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    Column("cache_key", String(512)),
+    _ts("queued_at", False),
+    Column("batch_id", String(128)),  # the Message Batch carrying it, once submitted
+    _ts("submitted_at"),
+    Index("ix_enrichment_queue_batch", "batch_id"),
 )
 
 category_rules = Table(
@@ -335,14 +390,24 @@ webhook_events = Table(
     Column("run_key", String(256)),
 )
 
+# Refused webhook requests, counted (never one row per request: a flood must not grow the table).
+# One row per UTC day, status, reason (a fixed phrase) and source bucket (a hash of the sender's
+# network, 0..63), so rows per day are bounded; sample_* hold the first sender/detail, escaped.
 webhook_rejections = Table(
     "webhook_rejections",
     metadata,
     Column("id", Id, primary_key=True, autoincrement=True),
-    _ts("received_at", False),
+    Column("day", Date, nullable=False),
     Column("status_code", Integer, nullable=False),
-    Column("reason", Text, nullable=False),
-    Column("body_sha256", String(64)),
+    Column("reason", String(64), nullable=False),
+    Column("source_bucket", Integer, nullable=False),
+    Column("count", BigInteger, nullable=False),
+    _ts("first_seen", False),
+    _ts("last_seen", False),
+    Column("sample_source", String(64)),
+    Column("sample_detail", String(300)),
+    Column("last_body_sha256", String(64)),
+    UniqueConstraint("day", "status_code", "reason", "source_bucket", name="uq_webhook_rejections_key"),
 )
 
 api_call_budget = Table(

@@ -1,7 +1,7 @@
 """Enrichment: category, merchant, essential/discretionary, payment method for each transaction.
 
-Tiers, cheapest first: the user's overrides and rules → the cache → a model (offline by default,
-or Anthropic). See service.py for the run, and docs/architecture.md for the contract.
+Tiers, cheapest first: the user's overrides and rules → a classifier learned from the user's own
+labels → the cache → a model (offline by default, or Anthropic, queued so it sees full batches). See service.py for the run, and docs/architecture.md for the contract.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ def build_model(settings):
         return OfflineModel()
     if kind == "anthropic":
         from bank_pipeline.enrich.anthropic_model import AnthropicModel
+        from bank_pipeline.enrich.queue import QueuePolicy
 
         return AnthropicModel(
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
             base_url=settings.anthropic_base_url,
             batch_size=settings.enrich_batch_size,
+            queue=QueuePolicy.from_settings(settings),
         )
     raise ConfigError(f"BANK_PIPELINE_ENRICHER must be 'offline' or 'anthropic', got {settings.enricher!r}")

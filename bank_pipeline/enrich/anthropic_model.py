@@ -29,6 +29,7 @@ from bank_pipeline.errors import BankPipelineError
 
 log = logging.getLogger(__name__)
 TOOL_NAME = "record_enrichments"
+BATCH_PROVIDER = "anthropic-batch"  # llm_calls.provider of answers from the Message Batches API
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
 
 _INSTRUCTIONS = """You categorise UK personal bank transactions for a budgeting ledger.
@@ -79,6 +80,7 @@ class AnthropicModel:
         retry_base_delay: float = 1.0,
         retry_max_delay: float = 30.0,
         timeout: float = 120.0,
+        queue=None,
     ):
         if not api_key:
             raise BankPipelineError(
@@ -88,6 +90,8 @@ class AnthropicModel:
             raise BankPipelineError(f"BANK_PIPELINE_ENRICH_BATCH_SIZE must be at least 1, got {batch_size}")
         self.name = model
         self.batch_size = batch_size
+        # A QueuePolicy: answer misses provisionally and call when a batch is full (service.py).
+        self.queue = queue
         self.categories = categories or load_categories()
         self.fallback = fallback or OfflineModel(self.categories)
         self.max_attempts = max(1, max_attempts)
@@ -202,8 +206,9 @@ class AnthropicModel:
         ledger.record(record)
         return results, lost, False
 
-    def _send(self, batch: Sequence[TxnInput], record: CallRecord):
-        """The response, after retrying transient failures; None when every attempt failed."""
+    def request_params(self, batch: Sequence[TxnInput]) -> dict:
+        """The Messages API parameters for one batch: the stable prefix (system + tool, marked for
+        prompt caching) then the transactions."""
         payload = {
             "transactions": [
                 {
@@ -218,24 +223,28 @@ class AnthropicModel:
                 for t in batch
             ]
         }
-        messages = [
-            {
-                "role": "user",
-                "content": f"Categorise these {len(batch)} transactions:\n"
-                + json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
-            }
-        ]
+        return {
+            "model": self.name,
+            "max_tokens": min(64000, 400 + 150 * len(batch)),
+            "system": self.system,
+            "tools": self.tools,
+            "tool_choice": {"type": "tool", "name": TOOL_NAME},
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f"Categorise these {len(batch)} transactions:\n"
+                    + json.dumps(payload, ensure_ascii=False, separators=(",", ":")),
+                }
+            ],
+        }
+
+    def _send(self, batch: Sequence[TxnInput], record: CallRecord):
+        """The response, after retrying transient failures; None when every attempt failed."""
+        params = self.request_params(batch)
         for attempt in range(1, self.max_attempts + 1):
             record.attempts = attempt
             try:
-                return self.client.messages.create(
-                    model=self.name,
-                    max_tokens=min(64000, 400 + 150 * len(batch)),
-                    system=self.system,
-                    tools=self.tools,
-                    tool_choice={"type": "tool", "name": TOOL_NAME},
-                    messages=messages,
-                )
+                return self.client.messages.create(**params)
             except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
                 record.error = f"{type(exc).__name__} (HTTP {exc.status_code})"
                 raise BankPipelineError(
@@ -255,6 +264,74 @@ class AnthropicModel:
                 time.sleep(delay)
         log.warning("model call failed after %d attempts: %s", self.max_attempts, record.error)
         return None
+
+    # --- Message Batches (half price, answers within 24 hours) -------------------------------
+
+    def submit_batch(self, items: Sequence[TxnInput]) -> str:
+        """Submit the items as one Message Batch (one request per `batch_size` items); → its id.
+
+        Request shape as documented: {"requests": [{"custom_id", "params"}]}; the answers are
+        matched back by transaction id when the batch has ended (`collect_batch`)."""
+        requests = [
+            {"custom_id": f"part-{n}", "params": self.request_params(items[start : start + self.batch_size])}
+            for n, start in enumerate(range(0, len(items), self.batch_size))
+        ]
+        try:
+            batch = self.client.messages.batches.create(requests=requests)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+            raise BankPipelineError(
+                f"the Anthropic API refused the credentials (HTTP {exc.status_code}): check ANTHROPIC_API_KEY"
+            ) from None
+        log.info(
+            "submitted message batch %s: %d request(s), %d transaction(s)",
+            batch.id,
+            len(requests),
+            len(items),
+        )
+        return batch.id
+
+    def collect_batch(
+        self, batch_id: str, items: Sequence[TxnInput], ledger: Ledger | None = None
+    ) -> dict[int, Enrichment] | None:
+        """The answers of an ended Message Batch (None while it is still in progress). Items a
+        result leaves out are absent from the dict: the caller queues them again."""
+        ledger = ledger or Ledger(None, None)
+        try:
+            batch = self.client.messages.batches.retrieve(batch_id)
+        except anthropic.NotFoundError:
+            log.warning("message batch %s is unknown to the API; its items are queued again", batch_id)
+            return {}
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            log.warning(
+                "cannot check message batch %s (%s); trying again next run", batch_id, type(exc).__name__
+            )
+            return None
+        if batch.processing_status != "ended":
+            return None
+        by_id = {str(t.id): t for t in items}
+        results: dict[int, Enrichment] = {}
+        for entry in self.client.messages.batches.results(batch_id):
+            result = entry.result
+            record = CallRecord(
+                provider=BATCH_PROVIDER, model=self.name, batch_size=0, attempts=1, batch_api=True
+            )
+            if result.type != "succeeded":
+                record.outcome, record.error = "error", f"batch request {entry.custom_id}: {result.type}"
+                ledger.record(record)
+                continue
+            message = result.message
+            usage = message.usage
+            record.input_tokens = usage.input_tokens or 0
+            record.output_tokens = usage.output_tokens or 0
+            record.cache_creation_input_tokens = getattr(usage, "cache_creation_input_tokens", 0) or 0
+            record.cache_read_input_tokens = getattr(usage, "cache_read_input_tokens", 0) or 0
+            got, problems = self._parse(message, by_id)
+            record.batch_size = len(got)
+            if problems:
+                record.outcome, record.error = "partial", "; ".join(problems)
+            ledger.record(record)
+            results.update(got)
+        return results
 
     def _delay(self, attempt: int, headers) -> float:
         for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):

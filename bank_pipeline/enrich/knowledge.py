@@ -3,6 +3,11 @@
 Aliases are matched as whole words on `clean_text`, longest first, so "tesco pfs" (fuel) beats
 "tesco" (groceries) and "uber eats" beats "uber". A single long word may also match as a prefix
 ("tescostores", "steamgames") because card descriptors often run words together.
+
+Two files: merchants.json (UK merchants, keyword rules) and vocabulary.json (chains met abroad and
+online, merchant-type words such as "motel", "dental", "gas station", processor prefixes). The
+vocabulary generalises beyond named merchants: most of a user's unknown payees still carry a word
+that says what kind of business they are.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from pathlib import Path
 from bank_pipeline.enrich.normalise import clean_text
 
 KB_PATH = Path(__file__).with_name("data") / "merchants.json"
+VOCABULARY_PATH = Path(__file__).with_name("data") / "vocabulary.json"
 _MAX_ALIAS_WORDS = 6
 _PREFIX_MIN_CHARS = 5
 
@@ -49,14 +55,42 @@ class KeywordRule:
     category: str
     subcategory: str | None
     direction: str | None
+    methods: frozenset[str] | None = None  # only for these payment methods ("gas" on a card is fuel)
 
 
 class KnowledgeBase:
-    def __init__(self, data: dict, digest: str):
+    def __init__(self, data: dict, digest: str, vocabulary: dict | None = None):
         self.digest = digest
         self._aliases: dict[tuple[str, ...], Merchant] = {}
         self._prefix_aliases: list[tuple[str, Merchant]] = []
-        for raw in data["merchants"]:
+        vocabulary = vocabulary or {}
+        self._add_merchants(data["merchants"], _PREFIX_MIN_CHARS)
+        self._add_merchants(
+            vocabulary.get("merchants", []), vocabulary.get("prefix_min_chars", _PREFIX_MIN_CHARS)
+        )
+        self._prefix_aliases.sort(key=lambda item: -len(item[0]))
+        rules = self._rule
+        self.keywords_first = [
+            rules(r)
+            for r in vocabulary.get("keywords_before", [])
+            + data.get("keywords_first", [])
+            + vocabulary.get("keywords_first", [])
+        ]
+        self.keywords_after = [
+            rules(r)
+            for r in vocabulary.get("keywords_specific", [])
+            + data.get("keywords_after", [])
+            + vocabulary.get("keywords_generic", [])
+        ]
+        self.classifications = {
+            k.casefold(): tuple(v)
+            for k, v in {**vocabulary.get("classifications", {}), **data.get("classifications", {})}.items()
+        }
+        self.processor_prefixes = tuple(vocabulary.get("processor_prefixes", ()))
+        self.noise_words = frozenset(vocabulary.get("noise_words", ()))
+
+    def _add_merchants(self, merchants: list[dict], prefix_min: int) -> None:
+        for raw in merchants:
             credit = raw.get("credit")
             merchant = Merchant(
                 name=raw["name"],
@@ -71,18 +105,21 @@ class KnowledgeBase:
                 words = tuple(clean_text(alias).split())
                 if not words or len(words) > _MAX_ALIAS_WORDS:
                     continue
-                self._aliases.setdefault(words, merchant)
-                if len(words) == 1 and len(words[0]) >= _PREFIX_MIN_CHARS:
+                if words in self._aliases:
+                    continue  # the first file wins: UK names keep their UK meaning
+                self._aliases[words] = merchant
+                if len(words) == 1 and len(words[0]) >= prefix_min:
                     self._prefix_aliases.append((words[0], merchant))
-        self._prefix_aliases.sort(key=lambda item: -len(item[0]))
-        self.keywords_first = [self._rule(r) for r in data.get("keywords_first", [])]
-        self.keywords_after = [self._rule(r) for r in data.get("keywords_after", [])]
-        self.classifications = {k.casefold(): tuple(v) for k, v in data.get("classifications", {}).items()}
 
     @staticmethod
     def _rule(raw: dict) -> KeywordRule:
+        methods = raw.get("methods")
         return KeywordRule(
-            re.compile(raw["pattern"]), raw["category"], raw.get("subcategory"), raw.get("direction")
+            re.compile(raw["pattern"]),
+            raw["category"],
+            raw.get("subcategory"),
+            raw.get("direction"),
+            frozenset(methods) if methods else None,
         )
 
     def __len__(self) -> int:
@@ -110,9 +147,15 @@ class KnowledgeBase:
                         break
         return best
 
-    def keyword(self, rules: list[KeywordRule], cleaned: str, direction: str) -> KeywordRule | None:
+    def keyword(
+        self, rules: list[KeywordRule], cleaned: str, direction: str, method: str | None = None
+    ) -> KeywordRule | None:
         for rule in rules:
-            if rule.direction in (None, direction) and rule.pattern.search(cleaned):
+            if rule.direction not in (None, direction):
+                continue
+            if rule.methods is not None and method not in rule.methods:
+                continue
+            if rule.pattern.search(cleaned):
                 return rule
         return None
 
@@ -126,6 +169,9 @@ class KnowledgeBase:
 
 
 @lru_cache(maxsize=4)
-def load_knowledge_base(path: str | None = None) -> KnowledgeBase:
+def load_knowledge_base(path: str | None = None, vocabulary: str | None = None) -> KnowledgeBase:
+    """The shipped knowledge base (or `path`) with the vocabulary; the digest covers both files."""
     raw = Path(path or KB_PATH).read_bytes()
-    return KnowledgeBase(json.loads(raw), hashlib.sha256(raw).hexdigest()[:10])
+    vocab_raw = Path(vocabulary or VOCABULARY_PATH).read_bytes()
+    digest = hashlib.sha256(raw + b"\0" + vocab_raw).hexdigest()[:10]
+    return KnowledgeBase(json.loads(raw), digest, json.loads(vocab_raw))

@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import llm_calls
-from bank_pipeline.enrich.pricing import PriceTable
+from bank_pipeline.enrich.pricing import BATCH_DISCOUNT, PriceTable
 
 
 @dataclass
@@ -28,6 +28,7 @@ class CallRecord:
     attempts: int = 1
     outcome: str = "ok"  # ok | partial | error
     error: str | None = None
+    batch_api: bool = False  # answered through the Message Batches API: half the list price
 
 
 @dataclass
@@ -39,6 +40,7 @@ class LedgerTotals:
     cache_read_input_tokens: int = 0
     attempts: int = 0
     cost_usd: Decimal = Decimal(0)
+    batch_api_cost_usd: Decimal = Decimal(0)
 
 
 class Ledger:
@@ -58,6 +60,8 @@ class Ledger:
             call.cache_creation_input_tokens,
             call.cache_read_input_tokens,
         )
+        if call.batch_api:
+            cost = cost * BATCH_DISCOUNT
         t = self.totals
         t.calls += 1
         t.attempts += call.attempts
@@ -66,6 +70,8 @@ class Ledger:
         t.cache_creation_input_tokens += call.cache_creation_input_tokens
         t.cache_read_input_tokens += call.cache_read_input_tokens
         t.cost_usd += cost
+        if call.batch_api:
+            t.batch_api_cost_usd += cost
         if self.engine is not None:
             with self.engine.begin() as conn:
                 conn.execute(

@@ -93,3 +93,63 @@ def is_distinctive(normalised: str) -> bool:
     """Whether a normalised description names something (a learned rule on "transfer to" would
     capture every transfer)."""
     return any(word not in _GENERIC for word in normalised.split())
+
+
+# Card descriptors abroad end with a region: "JOHNNYS BURGERS AUSTIN TX", "CARREFOUR PARIS FR".
+_REGION_CODES = frozenset(
+    "al ak az ar ca co ct de fl ga hi id il in ia ks ky la me md ma mi mn ms mo mt ne nv nh nj nm ny nc"
+    " nd oh ok or pa ri sc sd tn tx ut vt va wa wv wi wy dc on qc bc ab mb sk ns nb nl pe"
+    " us usa gb gbr uk fr fra de deu es esp it ita nld be bel ie irl pt prt ch che at aut can au aus nz"
+    " dk dnk se swe no nor fi fin pl pol gr grc mx mex jp jpn".split()
+)
+# First words of two-word cities ("SAN JOSE CA", "NEW YORK NY").
+_CITY_FIRST = frozenset(
+    "san santa los las new st saint fort ft el la port palm west east north south lake mount mt grand"
+    " long salt baton des sioux cedar round glen daly red white".split()
+)
+_URL = re.compile(r"\bhttps?://\S*|\bwww\.?|\.(?:com|net|org|co\.uk|co|io|de|fr|es|it|nl)\b", re.I)
+_STORE_NO = re.compile(
+    r"#\s*\d+|\b(?:store|str|no|unit|loc|location|term|terminal)\.?\s*#?\s*\d+\b|\b[a-z]?\d{2,}\b", re.I
+)
+
+
+def merchant_words(
+    description: str, prefixes: tuple[str, ...] = (), noise: frozenset[str] = frozenset()
+) -> list[str]:
+    """The words that name the payee: without processor prefixes ("SQ *", "TST*", "PAYPAL *"),
+    store numbers, URL noise, bank noise words, repeated words and a city/state/country tail.
+
+    "WAL-MART #1234 WAL-MART SUPERCENTER PURCHASE HOUSTON TX" → ["wal", "mart", "houston"] is not
+    wanted: the tail goes first, then repeats → ["wal", "mart"].
+    """
+    text = _URL.sub(" ", description or "")
+    for pattern in _STRIP:
+        text = pattern.sub(" ", text)
+    text = _STORE_NO.sub(" ", text)
+    words = [w for w in clean_text(text).split() if not _HAS_DIGIT.search(w)]
+    # Processor prefixes, possibly several ("PAYPAL *SQ *BAKERY"); only when something follows.
+    prefix_words = sorted((tuple(p.split()) for p in prefixes), key=len, reverse=True)
+    changed = True
+    while changed and len(words) > 1:
+        changed = False
+        for p in prefix_words:
+            if tuple(words[: len(p)]) == p and len(words) > len(p):
+                words = words[len(p) :]
+                changed = True
+                break
+    while words and words[-1] in noise and words[-1] not in _REGION_CODES:
+        words.pop()
+    if words and words[-1] in _REGION_CODES:
+        words.pop()
+        if len(words) > 2:
+            words.pop()  # the city
+            if len(words) > 2 and words[-1] in _CITY_FIRST:
+                words.pop()
+    words = [w for w in words if w not in noise]
+    while len(words) > 1 and words[-1] in _TRAILING:
+        words.pop()
+    out: list[str] = []
+    for w in words:
+        if w not in out:
+            out.append(w)
+    return out

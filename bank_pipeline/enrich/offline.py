@@ -4,8 +4,10 @@ Evidence, strongest first: words that decide the category whatever the merchant
 ("REFUND", "SALARY", "ATM", "INTEREST", "COUNCIL TAX") → a known merchant from the shipped
 knowledge base (on TrueLayer's `merchant_name`, then the description) → TrueLayer's own
 `transaction_classification` (source `provider`) → words naming a kind of spending ("PUB",
-"PHARMACY") → how the money moved (a faster payment to a person is a transfer). What it cannot
-place is "unknown", not a guess.
+"PHARMACY", "MOTEL", "GAS STATION" on a card) → how the money moved (a faster payment to a person
+is a transfer). What it cannot place is "unknown", not a guess. Merchant names shown for payees
+the knowledge base does not know are cleaned of processor prefixes, store numbers, URL noise and
+city/state tails (`normalise.merchant_words`).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Sequence
 
 from bank_pipeline.categories import Category, load_categories
 from bank_pipeline.enrich.knowledge import KnowledgeBase, MerchantMatch, load_knowledge_base
-from bank_pipeline.enrich.normalise import clean_text
+from bank_pipeline.enrich.normalise import clean_text, merchant_words
 from bank_pipeline.enrich.payment import detect_payment_method
 from bank_pipeline.enrich.policy import enforce_direction
 from bank_pipeline.enrich.types import Enrichment, TxnInput
@@ -35,17 +37,23 @@ _TRANSFER_METHODS = frozenset({"faster_payment", "transfer", "standing_order"})
 _PERSON = re.compile(r"^(?:from |to )?(?:mr |mrs |ms |miss |dr )?[a-z] (?:[a-z] )?[a-z]{2,}\b")
 
 
-def _body(cleaned: str) -> str:
-    """The description without payment-method words at either end."""
+def _body(cleaned: str, suffix: bool = True) -> str:
+    """The description without payment-method words at the start (and the end, with `suffix`:
+    "CO" ends a company, or is Colorado after a city, which the merchant-name cleaner handles)."""
     previous = None
     while previous != cleaned:
         previous = cleaned
-        cleaned = _SUFFIX.sub("", _PREFIX.sub("", cleaned)).strip()
+        cleaned = _PREFIX.sub("", cleaned).strip()
+        if suffix:
+            cleaned = _SUFFIX.sub("", cleaned).strip()
     return cleaned
 
 
-def _display_name(body: str) -> str | None:
-    words = [w for w in body.split() if not _HAS_DIGIT.search(w)][:4]
+def _display_name(body: str, kb: KnowledgeBase | None = None) -> str | None:
+    if kb is not None:
+        words = merchant_words(body, kb.processor_prefixes, kb.noise_words)[:4]
+    else:
+        words = [w for w in body.split() if not _HAS_DIGIT.search(w)][:4]
     return " ".join(w.capitalize() for w in words) or None
 
 
@@ -54,7 +62,7 @@ class OfflineModel:
 
     def __init__(self, categories: dict[str, Category] | None = None, kb: KnowledgeBase | None = None):
         self.categories = categories or load_categories()
-        self.kb = kb or load_knowledge_base()
+        self.kb = kb if kb is not None else load_knowledge_base()  # an empty KB is falsy
         # Versioned by the knowledge base's content, so cached answers of an older KB are redone.
         self.name = f"offline-{self.kb.digest}"
 
@@ -76,6 +84,7 @@ class OfflineModel:
         direction = txn.direction
         text = clean_text(txn.description)
         body = _body(text)
+        named_body = _body(text, suffix=False)
         method = detect_payment_method(txn.description, txn.transaction_category)
         match = self._merchant(txn, text)
         if (
@@ -90,9 +99,15 @@ class OfflineModel:
         mtype = match.merchant.merchant_type if match else None
         common = {"payment_method": method, "merchant_type": mtype}
 
-        rule = self.kb.keyword(self.kb.keywords_first, text, direction)
+        rule = self.kb.keyword(self.kb.keywords_first, text, direction, method)
         if rule:
-            name = merchant if (named or rule.category not in _NO_MERCHANT) else None
+            name = (
+                merchant
+                if named
+                else (merchant or _display_name(named_body, self.kb))
+                if rule.category not in _NO_MERCHANT
+                else None
+            )
             return self._finish(
                 txn, self._result(rule.category, rule.subcategory, 0.85, merchant=name, **common)
             )
@@ -110,16 +125,18 @@ class OfflineModel:
 
         mapped = self.kb.classification(txn.transaction_classification)
         if mapped and self._allows(mapped[0], direction):
-            name = merchant or (_display_name(body) if mapped[0] not in _NO_MERCHANT else None)
+            name = merchant or (_display_name(named_body, self.kb) if mapped[0] not in _NO_MERCHANT else None)
             return self._finish(
                 txn, self._result(mapped[0], mapped[1], 0.6, merchant=name, source="provider", **common)
             )
 
         # After a processor prefix ("SQ *THE LITTLE BAKERY") the rest is the merchant's own name.
-        rest = " ".join(text.split()[match.start + match.words :]) if match else body
-        rule = self.kb.keyword(self.kb.keywords_after, text, direction)
+        rest = " ".join(text.split()[match.start + match.words :]) if match else named_body
+        # TrueLayer's merchant_name may say what kind of business it is when the text does not.
+        words = f"{text} {clean_text(txn.merchant_name)}".strip() if txn.merchant_name else text
+        rule = self.kb.keyword(self.kb.keywords_after, words, direction, method)
         if rule:
-            name = merchant or (_display_name(rest) if rule.category not in _NO_MERCHANT else None)
+            name = merchant or (_display_name(rest, self.kb) if rule.category not in _NO_MERCHANT else None)
             return self._finish(
                 txn, self._result(rule.category, rule.subcategory, 0.55, merchant=name, **common)
             )
@@ -136,11 +153,13 @@ class OfflineModel:
             )
             if direction == "credit" and not self._allows(category, "credit"):
                 category, sub = "refunds", "refund"
-            name = merchant or _display_name(rest)
+            name = merchant or _display_name(rest, self.kb)
             return self._finish(txn, self._result(category, sub, 0.4, merchant=name, **common))
-        return self._finish(txn, self._fallback(txn, method, body, merchant, common))
+        return self._finish(txn, self._fallback(txn, method, body, merchant, common, named_body))
 
-    def _fallback(self, txn: TxnInput, method: str, body: str, merchant, common) -> Enrichment:
+    def _fallback(
+        self, txn: TxnInput, method: str, body: str, merchant, common, named_body: str
+    ) -> Enrichment:
         credit = txn.direction == "credit"
         person = bool(_PERSON.match(body) or _PERSON.match(clean_text(txn.description)))
         if method in _TRANSFER_METHODS or person or (txn.transaction_category or "").upper() == "TRANSFER":
@@ -148,7 +167,11 @@ class OfflineModel:
         if credit:
             if method == "card":
                 return self._result(
-                    "refunds", "refund", 0.4, merchant=merchant or _display_name(body), **common
+                    "refunds",
+                    "refund",
+                    0.4,
+                    merchant=merchant or _display_name(named_body, self.kb),
+                    **common,
                 )
             if method == "interest":
                 return self._result("income", "interest", 0.6, **common)
@@ -160,8 +183,12 @@ class OfflineModel:
         if method == "interest":
             return self._result("fees", "interest_charged", 0.6, **common)
         if method == "direct_debit":
-            return self._result("other", None, 0.3, merchant=merchant or _display_name(body), **common)
-        return self._result("unknown", None, 0.0, merchant=merchant or _display_name(body), **common)
+            return self._result(
+                "other", None, 0.3, merchant=merchant or _display_name(named_body, self.kb), **common
+            )
+        return self._result(
+            "unknown", None, 0.0, merchant=merchant or _display_name(named_body, self.kb), **common
+        )
 
     def _merchant(self, txn: TxnInput, text: str) -> MerchantMatch | None:
         found = self.kb.match_merchant(clean_text(txn.merchant_name)) if txn.merchant_name else None

@@ -9,6 +9,20 @@ from __future__ import annotations
 import re
 
 _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
+    # A processor's "DD *DOORDASH", "SQ *BAKERY": a card payment, not a direct debit.
+    ("card", re.compile(r"^(?:dd|sq|tst|sp|py|pp|ic)\s?\*")),
+    # US/EU card descriptors: "PURCHASE AUTHORIZED ON 03/12", "CHECKCARD 0312", "POS DEBIT".
+    (
+        "card",
+        re.compile(
+            r"^(?:purchase authorized|recurring payment authorized|checkcard|check card|debit card purchase"
+            r"|pos debit|pos purchase|point of sale|card purchase|dbt crd|debit purchase)\b"
+        ),
+    ),
+    ("cheque", re.compile(r"^check\s*#?\s*\d+|^(?:check|cheque) (?:paid|no)\b")),
+    ("transfer", re.compile(r"\b(?:zelle|venmo|cash app|xfer|online transfer|wire transfer)\b")),
+    ("bank_credit", re.compile(r"\b(?:direct dep|dir dep|ach credit|payroll)\b")),
+    ("direct_debit", re.compile(r"^ach (?:debit|pmt|payment)\b|\bach debit\b")),
     ("direct_debit", re.compile(r"^(?:dd|ddr)\b|\b(?:dd|ddr)$|\bdirect debit\b|\bd/d\b")),
     ("standing_order", re.compile(r"^(?:so|sto)\b|\b(?:so|sto)$|\bstanding order\b")),
     ("cash", re.compile(r"\b(?:atm|cpt|cashpoint|notemac|cash withdrawal)\b|^cash\b|^(?:link|lnk)\b")),

@@ -18,6 +18,8 @@ from bank_pipeline.errors import BankPipelineError
 
 log = logging.getLogger(__name__)
 PRICES_ENV = "BANK_PIPELINE_MODEL_PRICES_FILE"
+# The Message Batches API charges half the list price for every token kind.
+BATCH_DISCOUNT = Decimal("0.5")
 _MILLION = Decimal(1_000_000)
 
 

@@ -1,9 +1,14 @@
 """`enrich_account_days`: run the tiers over a set of account-days, cheapest first.
 
-overrides (the user's word, never overwritten) → rules → cache → model. Everything a run
-touches is gathered first, so model batches span all of the run's partitions, and each distinct
-normalised description is asked about once per run (the rest are served from the cache entry
-that answer writes).
+overrides (the user's word, never overwritten) → rules → classifier (the user's own labels,
+learned) → cache → model. Everything a run touches is gathered first, so model batches span all
+of the run's partitions, and each distinct normalised description is asked about once per run
+(the rest are served from the cache entry that answer writes).
+
+With a queue policy (the Anthropic model's default, see queue.py) the run does not wait for the
+model: misses are answered at once by the offline model (flagged "provisional") and queued; the
+model is called when a batch is full or the oldest has waited the delay, and its answers replace
+the provisional ones.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ import logging
 from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -22,9 +27,11 @@ from bank_pipeline.categories import Category
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import category_overrides, enrichments, transactions
 from bank_pipeline.enrich import cache as cache_store
+from bank_pipeline.enrich import queue as model_queue
 from bank_pipeline.enrich._db import chunks, upsert
 from bank_pipeline.enrich.ledger import Ledger
 from bank_pipeline.enrich.normalise import cache_key, clean_text, normalise_description
+from bank_pipeline.enrich.offline import OfflineModel
 from bank_pipeline.enrich.payment import detect_payment_method
 from bank_pipeline.enrich.policy import enforce_direction
 from bank_pipeline.enrich.rules import load_rules, match_rule
@@ -32,6 +39,9 @@ from bank_pipeline.enrich.types import SOURCES, Enrichment, TxnInput
 
 log = logging.getLogger(__name__)
 CHUNK = 20000  # transactions per pass: bounds memory; misses of a pass share model batches
+# The classifier answers when the offline model's confidence is below this (unknown, "other",
+# processor-only matches); merchants, decisive words and kind-of-business words stand.
+CLASSIFIER_BELOW = 0.5
 
 
 class Model(Protocol):
@@ -57,6 +67,17 @@ class EnrichStats:
     cost_usd: Decimal = Decimal(0)
     fallbacks: int = 0  # model answers replaced by the offline model (recorded as provider offline)
     coerced: int = 0  # labels changed because their category cannot label that direction
+    provisional: int = 0  # answered by the offline tiers and queued for the model by this run
+    replaced: int = 0  # provisional answers replaced by the model's in this run
+    queued: int = 0  # transactions still waiting for the model after this run
+    in_message_batches: int = 0  # of those, submitted in a Message Batch not yet ended
+    message_batches: int = 0  # Message Batches submitted by this run
+    immediate_calls: int = 0  # calls the run would have made without the queue (one per batch of misses)
+    cache_answers: int = 0  # provisional answers replaced from the cache (not in by_source)
+    batch_api_cost: Decimal = Decimal(0)  # charged for Message Batches (already half price)
+    saved_usd_cache: Decimal = Decimal(0)
+    saved_usd_classifier: Decimal = Decimal(0)
+    saved_usd_batching: Decimal = Decimal(0)
 
     def as_metadata(self) -> dict[str, int | float]:
         out: dict[str, int | float] = {
@@ -75,6 +96,14 @@ class EnrichStats:
             cost_usd=float(self.cost_usd),
             fallbacks=self.fallbacks,
             coerced=self.coerced,
+            provisional=self.provisional,
+            provisional_replaced=self.replaced,
+            queued=self.queued,
+            queued_in_message_batches=self.in_message_batches,
+            message_batches=self.message_batches,
+            saved_usd_cache=float(self.saved_usd_cache),
+            saved_usd_classifier=float(self.saved_usd_classifier),
+            saved_usd_batching=float(self.saved_usd_batching),
         )
         return out
 
@@ -182,9 +211,11 @@ def enrich_account_days(
     *,
     run_id: str | None,
     force: bool = False,
+    learn: bool = True,
 ) -> EnrichStats:
     """Enrich the booked transactions of these accounts' days that have no enrichment yet (all of
-    them with `force`, except those with an override: the user's word is final)."""
+    them with `force`, except those with an override: the user's word is final). `learn=False`
+    skips the classifier tier (benchmarks compare with and without it)."""
     categories = model.categories
     stats = EnrichStats()
     ledger = Ledger(engine, run_id)
@@ -199,8 +230,26 @@ def enrich_account_days(
         _apply_overrides(engine, stale_overrides, run_id, stats)
     with engine.connect() as conn:
         rules = load_rules(conn)
+    policy = getattr(model, "queue", None)
+    classifier = _classifier(engine, categories) if learn and targets else None
     for part in chunks(targets, CHUNK):
-        _enrich_chunk(engine, [_txn(r) for r in part], model, rules, categories, ledger, run_id, stats)
+        _enrich_chunk(
+            engine,
+            [_txn(r) for r in part],
+            model,
+            rules,
+            categories,
+            ledger,
+            run_id,
+            stats,
+            policy,
+            classifier,
+        )
+    if policy is not None:
+        _flush_queue(engine, model, policy, rules, categories, ledger, run_id, stats)
+        with engine.connect() as conn:
+            c = model_queue.counts(conn)
+        stats.queued, stats.in_message_batches = c["queued"], c["in_message_batches"]
     t = ledger.totals
     stats.model_calls, stats.model_attempts = t.calls, t.attempts
     stats.input_tokens, stats.output_tokens = t.input_tokens, t.output_tokens
@@ -209,12 +258,14 @@ def enrich_account_days(
         t.cache_creation_input_tokens,
     )
     stats.cost_usd = t.cost_usd
+    stats.batch_api_cost = t.batch_api_cost_usd
+    _savings(model, stats)
     log.info("enrichment run %s: %s", run_id, stats.as_metadata())
     return stats
 
 
 def _enrich_chunk(
-    engine, txns: list[TxnInput], model: Model, rules, categories, ledger, run_id, stats
+    engine, txns: list[TxnInput], model: Model, rules, categories, ledger, run_id, stats, policy, classifier
 ) -> None:
     answers: dict[int, Enrichment] = {}
     keys: dict[int, str | None] = {}
@@ -228,6 +279,20 @@ def _enrich_chunk(
             answers[txn.id] = rule.enrichment
         else:
             pending.append(txn)
+    if classifier is not None and pending:
+        # The classifier speaks where the knowledge base is unsure (it learned the user's labels
+        # for payees the knowledge base does not know; a known payee the user relabels is a rule).
+        offline = _offline(categories, model)
+        base = {t.id: offline.classify(t) for t in pending}
+        unsure = [t for t in pending if base[t.id].confidence < CLASSIFIER_BELOW]
+        learned = classifier.predict_many(unsure)
+        for txn_id, answer in learned.items():
+            # The label is the user's; the merchant name and how it was paid, the offline model's.
+            b = base[txn_id]
+            answers[txn_id] = answer.with_(
+                merchant=b.merchant, merchant_type=b.merchant_type, payment_method=b.payment_method
+            )
+        pending = [t for t in pending if t.id not in learned]
 
     with engine.connect() as conn:
         found = cache_store.lookup(conn, [k for t in pending if (k := keys[t.id])])
@@ -253,6 +318,16 @@ def _enrich_chunk(
             ask.append(txn)
         groups[key].append(txn)
     fresh: dict[str, Enrichment] = {}
+    stats.immediate_calls += -(-len(ask) // max(1, getattr(model, "batch_size", len(ask) or 1)))
+    if ask and policy is not None:
+        # Answer now from the offline tiers, provisionally; the model answers when its batch goes.
+        offline = _offline(categories, model)
+        for txn in misses:
+            answers[txn.id] = offline.classify(txn).with_(flags=("provisional",))
+        with engine.begin() as conn:
+            model_queue.enqueue(conn, [(t.id, keys[t.id]) for t in misses], utcnow())
+        stats.provisional += len(misses)
+        ask = []
     if ask:
         answered = model.enrich(ask, ledger=ledger)
         for txn in ask:
@@ -282,6 +357,206 @@ def _enrich_chunk(
         cache_store.store(conn, fresh)
         cache_store.record_hits(conn, hits)
     stats.enriched += _write(engine, out)
+
+
+_OFFLINE: dict[int, OfflineModel] = {}
+
+
+def _offline(categories, model=None) -> OfflineModel:
+    """The provisional answerer: the run's model when it is offline, else one per taxonomy (the
+    knowledge base is loaded once)."""
+    if isinstance(model, OfflineModel):
+        return model
+    model = _OFFLINE.get(id(categories))
+    if model is None or model.categories is not categories:
+        model = _OFFLINE[id(categories)] = OfflineModel(categories)
+    return model
+
+
+def _classifier(engine: Engine, categories):
+    """The user's learned classifier, retrained on their current labels (None: too few yet)."""
+    from bank_pipeline.enrich.classifier import train_for
+
+    return train_for(engine, categories)
+
+
+def _savings(model: Model, stats: EnrichStats) -> None:
+    """What the free tiers and batching saved against asking the model, at typical call sizes."""
+    if model.provider == "offline":
+        return
+    from bank_pipeline.enrich.pricing import (
+        TYPICAL_PREFIX_TOKENS,
+        PriceTable,
+        estimate_call_cost,
+    )
+
+    prices = PriceTable.from_env()
+    size = max(1, getattr(model, "batch_size", 25))
+    per_txn = estimate_call_cost(model.name, size, prices) / size
+    stats.saved_usd_cache = per_txn * (stats.by_source.get("cache", 0) + stats.cache_answers)
+    stats.saved_usd_classifier = per_txn * stats.by_source.get("classifier", 0)
+    prefix = prices.cost(model.name, TYPICAL_PREFIX_TOKENS, 0, 0, 0)
+    # Calls avoided by queueing (can be negative in the run that sends a queue filled earlier),
+    # plus the Message Batches discount (equal to what those calls were charged).
+    stats.saved_usd_batching = prefix * (stats.immediate_calls - stats.model_calls) + stats.batch_api_cost
+
+
+def _group_key(txn_id: int, key: str | None) -> str:
+    return key if key is not None else f"#{txn_id}"
+
+
+def _flush_queue(
+    engine: Engine, model: Model, policy: model_queue.QueuePolicy, rules, categories, ledger, run_id, stats
+) -> None:
+    """Send what is due from the queue (see queue.py) and replace provisional answers."""
+    now = utcnow()
+    with engine.connect() as conn:
+        queued = model_queue.load(conn)
+        if not queued:
+            return
+        ids = [q.transaction_id for q in queued]
+        txns: dict[int, TxnInput] = {}
+        confidence: dict[int, float] = {}
+        overridden: set[int] = set()
+        for part in chunks(ids):
+            for row in conn.execute(
+                select(
+                    transactions.c.id,
+                    transactions.c.description,
+                    transactions.c.amount,
+                    transactions.c.direction,
+                    transactions.c.merchant_name,
+                    transactions.c.transaction_category,
+                    transactions.c.transaction_classification,
+                    category_overrides.c.transaction_id.label("override_id"),
+                    enrichments.c.confidence.label("provisional_confidence"),
+                )
+                .select_from(
+                    transactions.outerjoin(
+                        category_overrides, category_overrides.c.transaction_id == transactions.c.id
+                    ).outerjoin(enrichments, enrichments.c.transaction_id == transactions.c.id)
+                )
+                .where(transactions.c.id.in_(part))
+            ).mappings():
+                txns[row["id"]] = _txn(dict(row))
+                confidence[row["id"]] = row["provisional_confidence"] or 0.0
+                if row["override_id"] is not None:
+                    overridden.add(row["id"])
+    gone = overridden | {i for i in ids if i not in txns}
+    if gone:
+        with engine.begin() as conn:
+            model_queue.remove(conn, gone)
+    queued = [q for q in queued if q.transaction_id not in gone]
+
+    # Message Batches in flight: collect those that have ended.
+    in_flight: dict[str, list[model_queue.Queued]] = defaultdict(list)
+    for q in queued:
+        if q.batch_id:
+            in_flight[q.batch_id].append(q)
+    for batch_id, items in in_flight.items():
+        members = [txns[q.transaction_id] for q in items]
+        answered = model.collect_batch(batch_id, members, ledger)
+        if answered is None:
+            continue
+        groups: dict[str, list[TxnInput]] = defaultdict(list)
+        for q in items:
+            groups[_group_key(q.transaction_id, q.cache_key)].append(txns[q.transaction_id])
+        done = _apply_model_answers(engine, groups, answered, model, categories, run_id, stats)
+        with engine.begin() as conn:
+            model_queue.remove(conn, done)
+            model_queue.mark_submitted(
+                conn, [t.id for g in groups.values() for t in g if t.id not in done], None, None
+            )
+
+    waiting = [q for q in queued if not q.batch_id]
+    # A rule or cache entry written since they were queued answers them for free.
+    free_rows, free_ids = [], []
+    keys = [q.cache_key for q in waiting if q.cache_key]
+    with engine.connect() as conn:
+        found = cache_store.lookup(conn, keys) if keys else {}
+    still: list[model_queue.Queued] = []
+    for q in waiting:
+        txn = txns[q.transaction_id]
+        rule = match_rule(
+            rules, normalise_description(txn.description), clean_text(txn.description), txn.direction
+        )
+        entry = found.get(q.cache_key or "")
+        if rule:
+            answer = rule.enrichment
+        elif entry and entry.usable_by(model.provider, model.name, categories):
+            answer = entry.enrichment
+        else:
+            still.append(q)
+            continue
+        answer = _complete(answer, txn, categories)
+        stats.cache_answers += answer.source == "cache"
+        free_rows.append(_row(txn.id, answer, q.cache_key, run_id))
+        free_ids.append(txn.id)
+    if free_rows:
+        stats.replaced += _write(engine, free_rows)
+        with engine.begin() as conn:
+            model_queue.remove(conn, free_ids)
+
+    groups = defaultdict(list)
+    first: dict[str, datetime] = {}
+    unsure: dict[str, bool] = defaultdict(bool)
+    for q in still:
+        key = _group_key(q.transaction_id, q.cache_key)
+        groups[key].append(txns[q.transaction_id])
+        first.setdefault(key, q.queued_at)
+        unsure[key] |= confidence.get(q.transaction_id, 0.0) < policy.unsure_below
+    order = sorted(groups, key=lambda k: (first[k], k))
+    send = [order[i] for i in model_queue.due([(first[k], unsure[k]) for k in order], policy, now)]
+    if not send:
+        return
+    chosen = {k: groups[k] for k in send}
+    reps = [members[0] for members in chosen.values()]
+    if policy.batch_api_min and len(reps) >= policy.batch_api_min and hasattr(model, "submit_batch"):
+        batch_id = model.submit_batch(reps)
+        stats.message_batches += 1
+        with engine.begin() as conn:
+            model_queue.mark_submitted(conn, [t.id for g in chosen.values() for t in g], batch_id, now)
+        return
+    answered = model.enrich(reps, ledger=ledger)
+    done = _apply_model_answers(engine, chosen, answered, model, categories, run_id, stats)
+    with engine.begin() as conn:
+        model_queue.remove(conn, done)
+
+
+def _complete(answer: Enrichment, txn: TxnInput, categories) -> Enrichment:
+    if answer.payment_method is None:
+        answer = answer.with_(payment_method=detect_payment_method(txn.description, txn.transaction_category))
+    return enforce_direction(answer, txn.direction, categories)
+
+
+def _apply_model_answers(
+    engine,
+    groups: dict[str, list[TxnInput]],
+    answered: dict[int, Enrichment],
+    model,
+    categories,
+    run_id,
+    stats,
+) -> set[int]:
+    """Write the model's answer over every member's provisional one (never over an override);
+    → the ids answered. A group whose answer is missing stays queued."""
+    rows, fresh, done = [], {}, set()
+    for key, members in groups.items():
+        answer = next((answered[t.id] for t in members if t.id in answered), None)
+        if answer is None:
+            continue
+        for n, txn in enumerate(members):
+            e = _complete(answer if n == 0 else answer.with_(source="cache"), txn, categories)
+            stats.cache_answers += n > 0
+            stats.fallbacks += any(f.startswith("fallback:") for f in e.flags)
+            rows.append(_row(txn.id, e, None if key.startswith("#") else key, run_id))
+            done.add(txn.id)
+        if not key.startswith("#"):
+            fresh[key] = enforce_direction(answer, members[0].direction, categories)
+    with engine.begin() as conn:
+        cache_store.store(conn, fresh)
+    stats.replaced += _write(engine, rows)
+    return done
 
 
 def account_days_between(

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from typing import Any
 
-SOURCES = ("override", "rule", "cache", "model", "provider")
+SOURCES = ("override", "rule", "classifier", "cache", "model", "provider")
 
 # Ways money moves; the offline model and the Anthropic tool schema both use this list.
 PAYMENT_METHODS = (

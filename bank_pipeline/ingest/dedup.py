@@ -10,6 +10,10 @@ Key order (DESIGN.md §2), namespaced by account so ids from different accounts 
 `transaction_id` is never used: it may change between requests. The occurrence index counts rows
 of identical content within the day (in response order), so two identical coffees stay two.
 Ids too long for the 128-character key are replaced by their sha256 (`n#:` / `p#:`).
+
+A row whose stable id is already in the ledger with a different amount, description, date or
+currency is the bank's correction (Plaid's "modified"): it is marked `corrected` and the load
+stage updates the ledger row, keeping the previous version in `transaction_history`.
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ class DedupStats:
     new: int = 0
     duplicate: int = 0  # of which within_batch were repeated in this batch, the rest already loaded
     within_batch: int = 0
+    corrected: int = 0  # stable id already loaded, but the bank now sends other content
 
     def as_metadata(self) -> dict[str, int]:
         return asdict(self)
@@ -127,13 +132,22 @@ def staged_booked_rows(conn: Connection, account_id: int, days: list[dt.date]) -
     return [dict(row._mapping) for row in result]
 
 
-def _existing(conn: Connection, keys: list[str]) -> dict[str, int | None]:
-    """dedup_key → raw_transaction_id of the ledger rows among `keys` (one query per chunk)."""
-    found: dict[str, int | None] = {}
+def content(row: dict) -> tuple:
+    """What a correction changes: (booking date, amount, currency, description)."""
+    return (as_date(row["booking_date"]), _amount_text(row["amount"]), row["currency"], row["description"])
+
+
+def _existing(conn: Connection, keys: list[str]) -> dict[str, tuple[int | None, tuple]]:
+    """dedup_key → (raw_transaction_id, content) of the ledger rows among `keys` (one query per chunk)."""
+    found: dict[str, tuple[int | None, tuple]] = {}
     t = transactions
     for chunk in chunks(sorted(set(keys)), CHUNK_KEYS):
-        rows = conn.execute(sa.select(t.c.dedup_key, t.c.raw_transaction_id).where(t.c.dedup_key.in_(chunk)))
-        found.update({k: rid for k, rid in rows})
+        rows = conn.execute(
+            sa.select(
+                t.c.dedup_key, t.c.raw_transaction_id, t.c.booking_date, t.c.amount, t.c.currency, t.c.description
+            ).where(t.c.dedup_key.in_(chunk))
+        )
+        found.update({r.dedup_key: (r.raw_transaction_id, content(r._mapping)) for r in rows})
     return found
 
 
@@ -181,13 +195,19 @@ def dedup_account_days(engine: Engine, account_id: int, days: list[dt.date]) -> 
         if key in seen:
             status = "duplicate"
             stats.within_batch += 1
-        elif key in existing and existing[key] != rid:
-            status = "duplicate"
-        else:
+        elif key not in existing:
             status = "new"
+        elif existing[key][0] == rid:  # loaded (or corrected) from this very row: keep its verdict
+            status = row["dedup_status"] if row["dedup_status"] in ("new", "corrected") else "new"
+        elif existing[key][1] != content(row):
+            status = "corrected"
+        else:
+            status = "duplicate"
         seen.add(key)
         if status == "new":
             stats.new += 1
+        elif status == "corrected":
+            stats.corrected += 1
         else:
             stats.duplicate += 1
         if row["dedup_key"] != key or row["dedup_status"] != status:

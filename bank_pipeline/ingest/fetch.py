@@ -26,6 +26,7 @@ from bank_pipeline.ingest._db import (
     write_transaction,
 )
 from bank_pipeline.ingest.normalize import local_date
+from bank_pipeline.ingest.text import clean_text
 from bank_pipeline.truelayer.errors import TrueLayerError
 from bank_pipeline.truelayer.windows import split_windows
 
@@ -88,7 +89,8 @@ def _land(
     )
     if error is not None:
         fetch.update(
-            http_status=error.status_code, api_calls=getattr(error, "attempts", 1) or 1, error=str(error)
+            # The message may quote a hostile body (a NUL): PostgreSQL text cannot hold it.
+            http_status=error.status_code, api_calls=getattr(error, "attempts", 1) or 1, error=clean_text(str(error))
         )
     else:
         fetch.update(http_status=response.http_status, api_calls=response.attempts or 1, body=response.body)

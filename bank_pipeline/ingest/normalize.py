@@ -3,12 +3,20 @@
 `normalize_row` is a pure function of one row as received. `normalize_account_days` applies it to
 the rows of the LATEST booked fetch covering each day (a later fetch supersedes an earlier one) and
 of the account's latest pending fetch, idempotently: a raw row is staged or quarantined once.
+
+Bad input never fails the step: text is cleaned (`text.clean_text`), and a row that cannot be
+parsed — or that raises anything unexpected, or that the database refuses — is quarantined with
+its reason while the rest load. The quarantine converges: one entry per distinct bad row of an
+account (`quarantine_key`: its stable id, else a hash of its content), re-sightings only counted,
+and the entry is resolved when a later fetch brings a valid row under the same stable id.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import json
+import logging
 import math
 import re
 from dataclasses import asdict, dataclass
@@ -19,16 +27,26 @@ import sqlalchemy as sa
 from sqlalchemy import Engine
 
 from bank_pipeline.db import utcnow
-from bank_pipeline.db.schema import quarantine, raw_transactions, staged_transactions
+from bank_pipeline.db.schema import (
+    quarantine,
+    quarantine_sightings,
+    raw_transactions,
+    staged_transactions,
+)
 from bank_pipeline.ingest._db import (
+    CHUNK_KEYS,
     as_date,
     as_days,
+    chunks,
     fetch_day_filter,
     insert_ignore,
     latest_booked_fetches,
     latest_pending_fetch,
     write_transaction,
 )
+from bank_pipeline.ingest.text import clean_text, is_iso_currency
+
+log = logging.getLogger(__name__)
 
 REQUIRED_FIELDS = (
     "transaction_id",
@@ -45,6 +63,8 @@ MAX_CATEGORY_CHARS = 32
 MAX_AMOUNT = Decimal("1e14")  # Numeric(18, 4)
 _CURRENCY = re.compile(r"^[A-Za-z]{3}$")
 _UTC = dt.timezone.utc
+FLAG_CLEANED = "text_cleaned"
+FLAG_CURRENCY = "currency_mismatch"
 
 
 class InvalidRow(ValueError):
@@ -71,14 +91,19 @@ class NormalizedRow:
     transaction_classification: list[str]
     running_balance: Decimal | None
     running_balance_currency: str | None
+    flags: str | None = None  # comma-separated FLAG_* names
 
 
 @dataclass
 class NormalizeStats:
     parsed: int = 0  # raw rows newly staged (booked + pending)
-    quarantined: int = 0  # raw rows newly quarantined
+    quarantined: int = 0  # distinct bad rows newly quarantined (new quarantine entries)
+    requarantined: int = 0  # sightings of bad rows already in quarantine (counted, not copied)
+    resolved: int = 0  # quarantine entries healed by a valid row under the same stable id
     pending: int = 0  # of `parsed`, pending rows
     already_done: int = 0  # raw rows of the selection that an earlier run had staged/quarantined
+    cleaned: int = 0  # staged rows whose text had control characters removed
+    currency_mismatch: int = 0  # staged rows in a currency other than the account's (kept, flagged)
 
     def as_metadata(self) -> dict[str, int]:
         return asdict(self)
@@ -119,7 +144,10 @@ def parse_timestamp(value: Any) -> tuple[dt.datetime, dt.date]:
     local_day = stamp.date()
     if stamp.tzinfo is None:
         stamp = stamp.replace(tzinfo=_UTC)
-    return stamp.astimezone(_UTC), local_day
+    try:
+        return stamp.astimezone(_UTC), local_day
+    except OverflowError:  # e.g. 9999-12-31T23:59:59-05:00 is past the last representable instant
+        raise InvalidRow(f"timestamp: out of range: {_show(value)}") from None
 
 
 def local_date(value: Any) -> dt.date | None:
@@ -152,24 +180,40 @@ def _optional_id(payload: dict, field: str) -> str | None:
         return None
     if isinstance(value, bool) or not isinstance(value, (str, int)):
         raise InvalidRow(f"{field}: expected a string, got {_show(value)}")
-    text = str(value)
+    text = clean_text(str(value))
     if len(text) > MAX_ID_CHARS:
         raise InvalidRow(f"{field}: longer than {MAX_ID_CHARS} characters ({len(text)})")
-    return text
+    return text or None
 
 
 def _currency(value: Any, field: str) -> str:
     if not isinstance(value, str) or not _CURRENCY.match(value):
         raise InvalidRow(f"{field}: expected a 3-letter ISO 4217 code, got {_show(value)}")
+    if not is_iso_currency(value):
+        raise InvalidRow(f"{field}: not an ISO 4217 currency code: {_show(value)}")
     return value.upper()
 
 
-def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
+class _Cleaner:
+    """clean_text that remembers whether it changed anything (for the row's `text_cleaned` flag)."""
+
+    def __init__(self) -> None:
+        self.changed = False
+
+    def __call__(self, value: str) -> str:
+        cleaned = clean_text(value)
+        self.changed = self.changed or cleaned != value
+        return cleaned
+
+
+def normalize_row(payload: dict, *, account_kind: str, account_currency: str | None = None) -> NormalizedRow:
     """One TrueLayer AccountTransaction/CardTransaction as received → a NormalizedRow.
 
     Account amounts are signed by the bank (debits negative) and kept exactly as sent. Card
     providers differ (some send spending positive, some negative), so card amounts are signed from
-    `transaction_type`: DEBIT → negative, CREDIT → positive. Raises InvalidRow naming the field.
+    `transaction_type`: DEBIT → negative, CREDIT → positive. Text fields are cleaned of control
+    characters (flag `text_cleaned`); a currency other than `account_currency` is kept and flagged
+    (`currency_mismatch`). Raises InvalidRow naming the field.
     """
     if not isinstance(payload, dict):
         raise InvalidRow(f"row: expected a JSON object, got {_show(payload)}")
@@ -179,7 +223,10 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
     if missing:
         raise InvalidRow(f"missing required field{'s' if len(missing) > 1 else ''}: {', '.join(missing)}")
 
+    clean = _Cleaner()
     transaction_id = payload["transaction_id"]
+    if isinstance(transaction_id, str):
+        transaction_id = clean(transaction_id)
     if not isinstance(transaction_id, str) or not transaction_id.strip():
         raise InvalidRow(f"transaction_id: expected a non-empty string, got {_show(transaction_id)}")
     if len(transaction_id) > MAX_ID_CHARS:
@@ -190,6 +237,7 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
     description = payload["description"]
     if not isinstance(description, str):
         raise InvalidRow(f"description: expected a string, got {_show(description)}")
+    description = clean(description)
 
     raw_amount = _amount(payload["amount"], "amount")
     currency = _currency(payload["currency"], "currency")
@@ -200,6 +248,8 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
     ttype = ttype.upper()
 
     category = payload["transaction_category"]
+    if isinstance(category, str):
+        category = clean(category)
     if not isinstance(category, str) or not category:
         raise InvalidRow(f"transaction_category: expected a string, got {_show(category)}")
     if len(category) > MAX_CATEGORY_CHARS:
@@ -212,6 +262,7 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
         raise InvalidRow(
             f"transaction_classification: expected a list of strings, got {_show(classification)}"
         )
+    classification = [clean(c) for c in classification]
 
     if account_kind == "card":
         amount = -abs(raw_amount) if ttype == "DEBIT" else abs(raw_amount)
@@ -223,6 +274,8 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
     merchant = payload.get("merchant_name")
     if merchant is not None and not isinstance(merchant, str):
         raise InvalidRow(f"merchant_name: expected a string, got {_show(merchant)}")
+    if merchant is not None:
+        merchant = clean(merchant)
 
     balance = balance_currency = None
     running = payload.get("running_balance")
@@ -234,6 +287,9 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
         if running.get("currency") is not None:
             balance_currency = _currency(running["currency"], "running_balance.currency")
 
+    flags = [FLAG_CLEANED] if clean.changed else []
+    if account_currency and currency != account_currency.upper():
+        flags.append(FLAG_CURRENCY)
     return NormalizedRow(
         transaction_id=transaction_id,
         normalised_provider_transaction_id=_optional_id(payload, "normalised_provider_transaction_id"),
@@ -249,16 +305,41 @@ def normalize_row(payload: dict, *, account_kind: str) -> NormalizedRow:
         transaction_classification=list(classification),
         running_balance=balance,
         running_balance_currency=balance_currency,
+        flags=",".join(flags) or None,
     )
 
 
-def _account_kind(conn, account_id: int) -> str:
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def quarantine_key(status: str, payload: Any, payload_text: str) -> str:
+    """The identity of a bad (or healed) row within its account, stable across re-fetches:
+    its stable id when it has one (`<status>:n:` / `<status>:p:` + sha256), else a hash of its
+    content without `transaction_id` (which TrueLayer may change on every request)."""
+    if isinstance(payload, dict):
+        for field, tag in (("normalised_provider_transaction_id", "n"), ("provider_transaction_id", "p")):
+            value = payload.get(field)
+            if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+                return f"{status}:{tag}:{_digest(clean_text(str(value)))}"
+        content = {k: v for k, v in payload.items() if k != "transaction_id"}
+        return f"{status}:h:{_digest(json.dumps(content, sort_keys=True, default=str))}"
+    return f"{status}:h:{_digest(payload_text)}"
+
+
+def _account(conn, account_id: int) -> tuple[str, str | None]:
+    """(kind, currency) of the account."""
     from bank_pipeline.db.schema import accounts
 
-    kind = conn.execute(sa.select(accounts.c.kind).where(accounts.c.id == account_id)).scalar()
-    if kind is None:
+    row = conn.execute(sa.select(accounts.c.kind, accounts.c.currency).where(accounts.c.id == account_id)).first()
+    if row is None:
         raise ValueError(f"no account with id {account_id}")
-    return kind
+    return row.kind, row.currency
+
+
+def _unexpected(exc: Exception, where: str) -> str:
+    """A one-line, log-safe reason for an error nobody anticipated."""
+    return clean_text(f"{where}: {type(exc).__name__}: {exc}")[:300]
 
 
 def normalize_account_days(engine: Engine, account_id: int, days: list[dt.date]) -> NormalizeStats:
@@ -266,9 +347,9 @@ def normalize_account_days(engine: Engine, account_id: int, days: list[dt.date])
     latest pending fetch. Rows already staged or quarantined are left alone, so reruns add nothing."""
     days = as_days(days)
     stats = NormalizeStats()
-    r, s, q = raw_transactions, staged_transactions, quarantine
+    r, s, q, qs = raw_transactions, staged_transactions, quarantine, quarantine_sightings
     with engine.connect() as conn:
-        kind = _account_kind(conn, account_id)
+        kind, account_currency = _account(conn, account_id)
         latest = latest_booked_fetches(conn, account_id, days)
         pending_fetch = latest_pending_fetch(conn, account_id)
         selection = [
@@ -276,6 +357,7 @@ def normalize_account_days(engine: Engine, account_id: int, days: list[dt.date])
         ]
         if pending_fetch is not None:
             selection.append(sa.and_(r.c.fetch_id == pending_fetch, r.c.status == "pending"))
+        done = s.c.raw_transaction_id.is_not(None) | q.c.raw_transaction_id.is_not(None)
         rows = conn.execute(
             sa.select(
                 r.c.id,
@@ -283,52 +365,155 @@ def normalize_account_days(engine: Engine, account_id: int, days: list[dt.date])
                 r.c.status,
                 r.c.partition_date,
                 r.c.payload,
-                (s.c.raw_transaction_id.is_not(None) | q.c.raw_transaction_id.is_not(None)).label("done"),
+                (done | qs.c.raw_transaction_id.is_not(None)).label("done"),
             )
             .select_from(
-                r.outerjoin(s, s.c.raw_transaction_id == r.c.id).outerjoin(
-                    q, q.c.raw_transaction_id == r.c.id
-                )
+                r.outerjoin(s, s.c.raw_transaction_id == r.c.id)
+                .outerjoin(q, q.c.raw_transaction_id == r.c.id)
+                .outerjoin(qs, qs.c.raw_transaction_id == r.c.id)
             )
             .where(r.c.account_id == account_id, sa.or_(*selection))
             .order_by(r.c.id)
         ).all()
     staged_rows: list[dict] = []
-    quarantined: list[dict] = []
+    bad: list[dict] = []
+    healed: dict[str, int] = {}  # quarantine key of a valid row → its raw id
     now = utcnow()
-    for raw_id, fetch_id, status, partition_date, payload_text, done in rows:
-        if done:
+    for raw_id, fetch_id, status, partition_date, payload_text, is_done in rows:
+        if is_done:
             stats.already_done += 1
             continue
+        payload: Any = None
         try:
             try:
                 payload = json.loads(payload_text)
             except ValueError:
                 raise InvalidRow("row: not valid JSON") from None
-            row = normalize_row(payload, account_kind=kind)
+            row = normalize_row(payload, account_kind=kind, account_currency=account_currency)
+            key = quarantine_key(status, payload, payload_text)
         except InvalidRow as exc:
-            quarantined.append(
+            reason = exc.reason
+        except Exception as exc:  # noqa: BLE001 - one odd row must never fail the account
+            reason = _unexpected(exc, "unexpected error")
+            log.warning("account %s raw row %s quarantined: %s", account_id, raw_id, reason)
+        else:
+            values = dict(vars(row))  # not asdict(): it deep-copies every field
+            values.update(raw_transaction_id=raw_id, fetch_id=fetch_id, account_id=account_id, status=status)
+            staged_rows.append(values)
+            healed.setdefault(key, raw_id)
+            continue
+        bad.append(
+            dict(
+                raw_transaction_id=raw_id,
+                fetch_id=fetch_id,
+                account_id=account_id,
+                partition_date=as_date(partition_date),
+                reason=f"{status} row {raw_id}: {reason}",
+                payload=payload_text,
+                created_at=now,
+                row_key=quarantine_key(status, payload, payload_text),
+                last_seen_at=now,
+            )
+        )
+    if not (staged_rows or bad):
+        return stats
+    try:
+        with write_transaction(engine) as conn:
+            _write(conn, account_id, staged_rows, bad, healed, now, stats)
+    except Exception as exc:  # noqa: BLE001 - find the row(s) the database refuses, keep the rest
+        log.warning("account %s: batch write failed (%s); writing row by row", account_id, _unexpected(exc, "db"))
+        _write_row_by_row(engine, account_id, staged_rows, bad, healed, now, stats)
+    return stats
+
+
+def _write(
+    conn, account_id: int, staged_rows: list[dict], bad: list[dict], healed: dict[str, int], now, stats
+) -> None:
+    """Stage the valid rows, record the bad ones in the (converging) quarantine, resolve healed entries."""
+    q, qs = quarantine, quarantine_sightings
+    # A concurrent run may have staged some of these first: count only what this run added.
+    booked = [v for v in staged_rows if v["status"] == "booked"]
+    pending = [v for v in staged_rows if v["status"] != "booked"]
+    parsed = insert_ignore(conn, staged_transactions, booked, ["raw_transaction_id"])
+    added_pending = insert_ignore(conn, staged_transactions, pending, ["raw_transaction_id"])
+    stats.parsed += parsed + added_pending
+    stats.pending += added_pending
+    stats.cleaned += sum(1 for v in staged_rows if v["flags"] and FLAG_CLEANED in v["flags"])
+    stats.currency_mismatch += sum(1 for v in staged_rows if v["flags"] and FLAG_CURRENCY in v["flags"])
+    if bad:
+        first: dict[str, dict] = {}
+        for entry in bad:
+            first.setdefault(entry["row_key"], entry)
+        new = insert_ignore(conn, q, list(first.values()), ["account_id", "row_key"])
+        stats.quarantined += new
+        ids: dict[str, int] = {}
+        for part in chunks(sorted(first), CHUNK_KEYS):
+            ids.update(
+                conn.execute(
+                    sa.select(q.c.row_key, q.c.id).where(q.c.account_id == account_id, q.c.row_key.in_(part))
+                ).all()
+            )
+        sightings = [dict(raw_transaction_id=e["raw_transaction_id"], quarantine_id=ids[e["row_key"]]) for e in bad]
+        added = insert_ignore(conn, qs, sightings, ["raw_transaction_id"])
+        stats.requarantined += max(0, added - new)
+        touched = sorted(set(ids.values()))
+        for part in chunks(touched, CHUNK_KEYS):
+            seen = (
+                sa.select(sa.func.count())
+                .select_from(qs)
+                .where(qs.c.quarantine_id == q.c.id)
+                .scalar_subquery()
+            )
+            conn.execute(sa.update(q).where(q.c.id.in_(part)).values(seen_count=seen, last_seen_at=now))
+    if healed:
+        for part in chunks(sorted(healed), CHUNK_KEYS):
+            open_entries = conn.execute(
+                sa.select(q.c.id, q.c.row_key).where(
+                    q.c.account_id == account_id, q.c.row_key.in_(part), q.c.resolved_at.is_(None)
+                )
+            ).all()
+            for entry_id, key in open_entries:
+                conn.execute(
+                    sa.update(q)
+                    .where(q.c.id == entry_id)
+                    .values(resolved_at=now, resolution=f"healed: raw row {healed[key]} is a valid version")
+                )
+            stats.resolved += len(open_entries)
+
+
+def _write_row_by_row(
+    engine: Engine, account_id: int, staged_rows: list[dict], bad: list[dict], healed: dict[str, int], now, stats
+) -> None:
+    """The slow path after a batch the database refused: each row in its own transaction; a row
+    refused again is quarantined with the database's reason. Errors writing the quarantine itself
+    (the database is down, not the row) propagate."""
+    by_raw = {v["raw_transaction_id"]: v for v in staged_rows}
+    for values in staged_rows:
+        try:
+            with write_transaction(engine) as conn:
+                _write(conn, account_id, [values], [], {}, now, stats)
+        except Exception as exc:  # noqa: BLE001 - this row only
+            status, raw_id = values["status"], values["raw_transaction_id"]
+            text = _raw_payload(engine, raw_id)
+            bad.append(
                 dict(
-                    raw_transaction_id=raw_id,
-                    fetch_id=fetch_id,
+                    raw_transaction_id=values["raw_transaction_id"],
+                    fetch_id=values["fetch_id"],
                     account_id=account_id,
-                    partition_date=as_date(partition_date),
-                    reason=f"{status} row {raw_id}: {exc.reason}",
-                    payload=payload_text,
+                    partition_date=values["booking_date"],
+                    reason=f"{status} row {raw_id}: " + _unexpected(exc, "the database refused it"),
+                    payload=text,
                     created_at=now,
+                    row_key=quarantine_key(status, json.loads(text), text),
+                    last_seen_at=now,
                 )
             )
-            continue
-        values = dict(vars(row))  # not asdict(): it deep-copies every field
-        values.update(raw_transaction_id=raw_id, fetch_id=fetch_id, account_id=account_id, status=status)
-        staged_rows.append(values)
-    if staged_rows or quarantined:
-        with write_transaction(engine) as conn:
-            # A concurrent run may have staged some of these first: count only what this run added.
-            booked = [v for v in staged_rows if v["status"] == "booked"]
-            pending = [v for v in staged_rows if v["status"] != "booked"]
-            stats.parsed = insert_ignore(conn, staged_transactions, booked, ["raw_transaction_id"])
-            stats.pending = insert_ignore(conn, staged_transactions, pending, ["raw_transaction_id"])
-            stats.parsed += stats.pending
-            stats.quarantined = insert_ignore(conn, quarantine, quarantined, ["raw_transaction_id"])
-    return stats
+            by_raw.pop(raw_id, None)
+    ok = {k: rid for k, rid in healed.items() if rid in by_raw}
+    with write_transaction(engine) as conn:
+        _write(conn, account_id, [], bad, ok, now, stats)
+
+
+def _raw_payload(engine: Engine, raw_id: int) -> str:
+    with engine.connect() as conn:
+        return conn.execute(sa.select(raw_transactions.c.payload).where(raw_transactions.c.id == raw_id)).scalar_one()

@@ -2,8 +2,8 @@
 
 Each asset is thin: it groups the run's partition keys by account and hands each account's days
 to a plain function in `bank_pipeline.ingest` / `bank_pipeline.enrich`. Stages pass data through
-the application database, so every asset returns only metadata (no IO manager) and a whole
-backfill range runs as one run (`BackfillPolicy.single_run()`).
+the application database, so every asset returns only metadata (no IO manager), and a backfill is
+cut into runs of one account and one bank window (`BACKFILL`).
 """
 
 
@@ -35,8 +35,9 @@ warnings.filterwarnings("ignore", message="Parameter `backfill_policy`", categor
 
 GROUP = "transactions"
 # A backfill run covers at most one bank window of one account (Dagster cuts backfills per
-# account, then into chunks of this many days), so a run is one TrueLayer call: what the budget
-# allows today lands all the way to the ledger, and what it does not shows as failed partitions.
+# account, then into chunks of this many days: TrueLayer's 90-day window, the default
+# BANK_PIPELINE_MAX_WINDOW_DAYS), so a run is one TrueLayer call: what the budget allows today
+# lands all the way to the ledger, and what it does not shows as failed partitions.
 BACKFILL_RUN_DAYS = 90
 BACKFILL = dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_RUN_DAYS)
 LEASE_WAIT_SECONDS = 900

@@ -17,7 +17,7 @@ from pathlib import Path
 import dagster as dg
 
 from bank_pipeline.config import Settings
-from bank_pipeline.orchestration.assets import BACKFILL_RUN_DAYS, transaction_assets
+from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME, import_transactions
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
@@ -95,12 +95,12 @@ def run_imports(
     extra_tags: dict[str, str] | None = None,
     progress: Callable[[str], None] | None = None,
     console_log_level: str = "WARNING",
-    run_days: int | None = BACKFILL_RUN_DAYS,
+    whole_range: bool = False,
 ) -> list[RunOutcome]:
     """Runs over first..last for each account, after registering the accounts as partitions.
 
     Like a UI backfill, each account's range is cut into runs of at most one bank window
-    (`run_days`, default `BACKFILL_RUN_DAYS`; None for one run per account), newest first: whatever today's budget allows lands in the ledger, the
+    (`settings.max_window_days`; `whole_range` for one run per account), newest first: whatever today's budget allows lands in the ledger, the
     rest fails visibly and is fetched by a later run. The run's full event log is in the instance
     (and the UI); the console gets a line per run from `progress`.
     """
@@ -112,7 +112,7 @@ def run_imports(
     engine = make_engine(settings.database_url)
     outcomes = []
     run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
-    chunks = list(reversed(split_windows(first, last, run_days))) if run_days else [(first, last)]
+    chunks = [(first, last)] if whole_range else list(reversed(split_windows(first, last, settings.max_window_days)))
     plan = [(key, a, b) for key in account_keys for a, b in chunks]
     for number, (key, a, b) in enumerate(plan, start=1):
         if progress:

@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from bank_pipeline import clock
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.simulator import webhooks
+from bank_pipeline.simulator import hostile, webhooks
 from bank_pipeline.simulator.config import SimulatorConfig
 from bank_pipeline.simulator.generator import AccountData, AccountSpec, Txn, listed_users, pence_str
 from bank_pipeline.simulator.state import Consent, SimulatorState, _iso, _parse_iso, valid_user
@@ -579,7 +579,10 @@ def _transactions(pending: bool):
                 rows = [t for t in rows if day_from.toordinal() <= t.txn_day <= day_to.toordinal()]
         else:
             rows = data.booked(day_from.toordinal(), day_to.toordinal(), t_today)
-        results = [render_txn(t, spec, nonce, pending) for t in rows]
+        faults, seed = st.faults, st.config.seed
+        results = [
+            hostile.disguise(render_txn(t, spec, nonce, pending), t, faults, seed, t_today, pending) for t in rows
+        ]
         bad = st.draw_malformed()
         if bad is None:
             return _results(results)
@@ -709,10 +712,20 @@ async def ground_truth(request: Request) -> Response:
     nonce = f"gt:{st.next_nonce()}"
     generation = st.latest_generation(user)
     accounts = {}
+    faults, seed, t_today = st.faults, st.config.seed, today.toordinal()
     for account_id, spec in st.accounts_for(user, generation).items():
         acct = data.accounts[spec.key]
-        rows = acct.booked(day_from.toordinal(), day_to.toordinal(), today.toordinal())
-        pending = acct.pending(today.toordinal())
+        booked = acct.booked(day_from.toordinal(), day_to.toordinal(), t_today)
+        rows = [t for t in booked if hostile.bad_reason(seed, t, faults) is None]
+        pending = acct.pending(t_today)
+        stated = {t.uid: hostile.booked_now(seed, t, faults, t_today) for t in rows}
+
+        def currency(t: Txn, home: str = spec.currency) -> str:
+            return hostile.FOREIGN_CURRENCY if hostile.has_foreign_currency(seed, t, faults) else home
+
+        def sent_text(t: Txn, text: str | None) -> str | None:
+            return hostile.hostile_text(text) if text and hostile.has_control_chars(seed, t, faults) else text
+
         accounts[account_id] = {
             "key": spec.key,
             "kind": spec.kind,
@@ -723,8 +736,9 @@ async def ground_truth(request: Request) -> Response:
             "iban": spec.iban,
             "partial_card_number": spec.partial_card_number,
             "card_sign": spec.card_sign if spec.kind == "card" else None,
+            "currency": spec.currency,
             "count": len(rows),
-            "sum": pence_str(sum(t.amount for t in rows)),
+            "sum": pence_str(sum(stated[t.uid][0] for t in rows)),
             "pending_count": len(pending),
             "transactions": [
                 {
@@ -732,21 +746,56 @@ async def ground_truth(request: Request) -> Response:
                     "normalised_provider_transaction_id": t.npti,
                     "provider_transaction_id": t.pti,
                     "transaction_id": hashlib.md5(f"{nonce}|{t.uid}|False".encode()).hexdigest(),
-                    "amount": pence_str(t.amount),
+                    "amount": pence_str(stated[t.uid][0]),
                     "provider_amount": pence_str(t.sent_amount),
-                    "currency": spec.currency,
+                    "currency": currency(t),
                     "timestamp": t.timestamp,
                     "booking_date": date.fromordinal(t.booking_day).isoformat(),
                     "available_on": date.fromordinal(t.available_day).isoformat(),
-                    "description": t.description,
-                    "merchant_name": t.merchant_name,
+                    "description": sent_text(t, stated[t.uid][1]),
+                    "merchant_name": sent_text(t, t.merchant_name),
                     "true_category": t.true_category,
                     "true_subcategory": t.true_subcategory,
                     "transaction_type": t.transaction_type,
                     "transaction_category": t.tl_category,
                     "pending_provider_transaction_id": t.pending_pti,
+                    "pending_amount": (
+                        pence_str(t.pending_amount if spec.kind == "account" or spec.card_sign == "signed"
+                                  else -t.pending_amount)
+                        if t.pending_amount is not None else None
+                    ),
+                    "corrected_from": (
+                        pence_str(hostile.wrong_pence(t.amount))
+                        if hostile.is_corrected(seed, t, faults) and stated[t.uid][0] == t.amount
+                        else None
+                    ),
                 }
                 for t in rows
+            ],
+            # Rows the bank sends that a correct pipeline must quarantine (never in the ledger).
+            "bad_rows": [
+                {
+                    "internal_id": t.uid,
+                    "normalised_provider_transaction_id": t.npti,
+                    "provider_transaction_id": t.pti,
+                    "booking_date": date.fromordinal(t.booking_day).isoformat(),
+                    "reason": hostile.bad_reason(seed, t, faults),
+                }
+                for t in booked
+                if hostile.bad_reason(seed, t, faults) is not None
+            ],
+            # The bank's pending list today (amounts from the holder's view, text as sent).
+            "pending": [
+                {
+                    "internal_id": t.uid,
+                    "provider_transaction_id": t.pending_pti,
+                    "booking_date": (t.pending_timestamp or "")[:10],
+                    "amount": pence_str(
+                        t.pending_amount if spec.kind == "account" or spec.card_sign == "signed" else -t.pending_amount
+                    ),
+                    "description": sent_text(t, t.description),
+                }
+                for t in pending
             ],
         }
     return _json(

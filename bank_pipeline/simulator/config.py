@@ -49,6 +49,20 @@ class FaultConfig:
     consent_days: int = 90
     # A new consent for a user gets new provider account ids (same sort code/number/IBAN).
     rotate_account_ids_on_reauth: bool = False
+    # Hostile rows (see simulator/hostile.py). Each picks every Nth transaction by a stable hash of
+    # its identity, so a row is hostile the same way in every response; the ground truth agrees.
+    # NUL, escape and line-break characters inside the description and merchant name.
+    control_chars_every: int | None = None
+    # Sent first with a wrong amount (a tenth) and description, then, from `correction_lag_days`
+    # after the day it books, corrected under the same stable id (rows with a stable id only).
+    correction_every: int | None = None
+    correction_lag_days: int = 2
+    # An unparseable amount ("12.3O") under its stable id, in every response (a repeated bad row).
+    bad_row_every: int | None = None
+    # A currency that is not ISO 4217 ("XYZ"): the row cannot be loaded.
+    unknown_currency_every: int | None = None
+    # A valid currency other than the account's ("EUR" on a GBP account): kept and flagged.
+    foreign_currency_every: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
@@ -74,6 +88,15 @@ class FaultConfig:
         _nonneg_int("latency_ms", allow_none=False)
         _nonneg_int("sca_window_minutes")
         _nonneg_int("consent_days", allow_none=False, minimum=1)
+        for name in (
+            "control_chars_every",
+            "correction_every",
+            "bad_row_every",
+            "unknown_currency_every",
+            "foreign_currency_every",
+        ):
+            _nonneg_int(name, minimum=1)
+        _nonneg_int("correction_lag_days", allow_none=False)
         for name in ("server_error_rate", "malformed_rate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:

@@ -1,13 +1,12 @@
 """Storing verified webhook events and rejections, and handing stored events to the sensor.
 
 The receiver only records; a Dagster sensor reads `pending_events`, launches runs, then calls
-`mark_processed`. `event_id` is unique, so a replayed webhook is stored once. Rejections keep
-the status, the reason and a SHA-256 of the body - never the body or the signature.
+`mark_processed`. `event_id` is unique, so a replayed webhook is stored once. Refused requests
+are counted in `rejections`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -17,7 +16,7 @@ from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
 from bank_pipeline.db import utcnow
-from bank_pipeline.db.schema import accounts, webhook_events, webhook_rejections
+from bank_pipeline.db.schema import accounts, webhook_events
 
 
 def store_event(
@@ -56,23 +55,6 @@ def store_event(
         return True
     except IntegrityError:
         return False
-
-
-def body_sha256(body: bytes) -> str:
-    return hashlib.sha256(body).hexdigest()
-
-
-def record_rejection(engine: Engine, status_code: int, reason: str, body: bytes) -> None:
-    """Record a refused request: status, reason and the body's SHA-256 only."""
-    with engine.begin() as conn:
-        conn.execute(
-            webhook_rejections.insert().values(
-                received_at=utcnow(),
-                status_code=status_code,
-                reason=reason,
-                body_sha256=body_sha256(body),
-            )
-        )
 
 
 def pending_events(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:

@@ -13,6 +13,14 @@ import httpx
 
 from bank_pipeline.db import make_engine, migrate
 from bank_pipeline_tests.fixtures.pipeline import settings_for
+from bank_pipeline_tests.instance_support import repo_storage_config
+
+# The Dagster instance storages a bench can run on (only the storage differs between them).
+DAGSTER_STORAGES = {
+    "sqlite": "SQLite, the repo's dagster.yaml (the one-machine default)",
+    "sqlite-stock": "SQLite, Dagster's stock storage (`storage: sqlite`)",
+    "postgres": "dagster-postgres (a team or a service)",
+}
 
 
 @contextlib.contextmanager
@@ -40,7 +48,8 @@ def postgres_dagster_storage():
 def connected_user(user: str, today, *, latency_ms: int = 0, dagster_storage: str = "sqlite", **settings_overrides):
     """Yields (settings, sim, instance, accounts) with `user` connected through the real OAuth flow.
 
-    `dagster_storage`: "sqlite" (the one-machine default) or "postgres" (dagster-postgres).
+    `dagster_storage`: one of DAGSTER_STORAGES; "sqlite" takes the storage sections of the repo's
+    dagster.yaml, relocated into the temporary directory; the rest is `instance_for_test`'s default.
     """
     from bank_pipeline.connections import connect
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig, run_in_thread
@@ -51,7 +60,14 @@ def connected_user(user: str, today, *, latency_ms: int = 0, dagster_storage: st
         migrate(make_engine(db_url))
         (tmp_path / "dagster").mkdir()
         config = SimulatorConfig(seed=42, today=today, faults=FaultConfig(unattended_limit=None, latency_ms=latency_ms))
-        storage = postgres_dagster_storage() if dagster_storage == "postgres" else contextlib.nullcontext({})
+        if dagster_storage == "postgres":
+            storage = postgres_dagster_storage()
+        elif dagster_storage == "sqlite":
+            storage = contextlib.nullcontext(repo_storage_config(tmp_path / "dagster"))
+        elif dagster_storage == "sqlite-stock":
+            storage = contextlib.nullcontext({})
+        else:
+            raise ValueError(f"dagster_storage must be one of {sorted(DAGSTER_STORAGES)}, not {dagster_storage!r}")
         with storage as overrides, run_in_thread(config, host="127.0.0.1", port=0) as sim, dg.instance_for_test(
             temp_dir=str(tmp_path / "dagster"), overrides=overrides or None
         ) as instance:

@@ -4,6 +4,9 @@ Both sides are launched the same way, with `dagster job execute` in a fresh proc
 run launcher pays for every run), against the simulator with 100 ms injected latency per call:
 (a) the whole account × day rectangle as ONE run (what a single-run backfill launches);
 (b) the baseline: one run per partition, timed on a sample of partitions and extrapolated.
+Each is run on dagster-postgres and on the embedded SQLite instance of the repo's dagster.yaml;
+(a) also on Dagster's stock SQLite storage, which the repo's storages replace (sqlite_storage.py).
+The summary prints (a) on each SQLite storage relative to dagster-postgres (target: <= 2x).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import os
+import resource
 import subprocess
 import sys
 import time
@@ -20,7 +24,7 @@ import sqlalchemy as sa
 from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import transactions
 from bank_pipeline.orchestration.partitions import partition_key, sync_account_partitions
-from bank_pipeline_tests.bench._harness import connected_user, reset_sim_stats, sim_stats
+from bank_pipeline_tests.bench._harness import DAGSTER_STORAGES, connected_user, reset_sim_stats, sim_stats
 
 TODAY = dt.date(2026, 11, 20)
 LEDGER_TABLES = ("enrichments", "transactions", "pending_transactions", "staged_transactions",
@@ -41,6 +45,11 @@ def _env(settings) -> dict[str, str]:
     return env
 
 
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _dagster_execute(env: dict[str, str], tags: dict[str, str]) -> float:
     started = time.perf_counter()
     cmd = [os.path.join(os.path.dirname(sys.executable), "dagster"), "job", "execute", "-m", "bank_pipeline",
@@ -52,13 +61,24 @@ def _dagster_execute(env: dict[str, str], tags: dict[str, str]) -> float:
 
 
 def run(args) -> None:
-    for storage in ("postgres", "sqlite"):
-        print(f"\n--- Dagster instance storage: {storage} "
-              f"({'dagster-postgres: a team or service' if storage == 'postgres' else 'the one-machine default'})")
-        _run(args, storage)
+    walls = {}
+    for storage in ("postgres", "sqlite", "sqlite-stock"):
+        print(f"\n--- Dagster instance storage: {DAGSTER_STORAGES[storage]}", flush=True)
+        walls[storage] = _run(args, storage, per_partition_baseline=storage != "sqlite-stock")
+    print("\n--- (a) single-run backfill, wall time by Dagster instance storage (same script)")
+    print(f"    {DAGSTER_STORAGES['postgres']}: {walls['postgres']:.1f}s")
+    for storage in ("sqlite", "sqlite-stock"):
+        print(f"    {DAGSTER_STORAGES[storage]}: {walls[storage]:.1f}s = "
+              f"{walls[storage] / walls['postgres']:.2f}x dagster-postgres"
+              + (" (target <= 2x)" if storage == "sqlite" else ""))
 
 
-def _run(args, storage: str) -> None:
+def _event_log_records(instance) -> int:
+    run_id = instance.get_runs(limit=1)[0].run_id
+    return len(instance.get_records_for_run(run_id, limit=1_000_000).records)
+
+
+def _run(args, storage: str, *, per_partition_baseline: bool) -> float:
     days = 60 if args.quick else 365
     sample = 4 if args.quick else 8
     last = TODAY - dt.timedelta(days=1)
@@ -72,10 +92,12 @@ def _run(args, storage: str) -> None:
         partitions = days * len(keys)
 
         reset_sim_stats(sim)
+        cpu = _children_cpu()
         wall = _dagster_execute(env, {
             "dagster/asset_partition_range_start": partition_key(keys[0], first),
             "dagster/asset_partition_range_end": partition_key(keys[-1], last),
         })
+        cpu = _children_cpu() - cpu
         stats = sim_stats(sim)
         with engine.connect() as conn:
             loaded = conn.execute(sa.select(sa.func.count()).select_from(transactions)).scalar_one()
@@ -83,10 +105,13 @@ def _run(args, storage: str) -> None:
         txn_calls = sum(v for k, v in stats["paths"].items() if k.endswith("/transactions"))
         print(f"(a) single-run backfill: {days} days x {len(keys)} accounts = {partitions} partitions, "
               f"100 ms per TrueLayer call")
-        print(f"    wall {wall:.1f}s, {loaded} transactions, {loaded / wall:.0f} txn/s, runs launched: 1")
+        print(f"    wall {wall:.1f}s (CPU {cpu:.1f}s in the run's process), {loaded} transactions, {loaded / wall:.0f} txn/s, runs launched: 1, "
+              f"event-log records: {_event_log_records(instance)}")
         print(f"    Data API calls: {calls}; transactions calls: {txn_calls} "
               f"(= {txn_calls / len(keys):.1f} per account; at most 1 per 90 days allows {-(-days // 90)})")
 
+        if not per_partition_baseline:
+            return wall
         # (b) one run per partition, on a sample of partitions spread over the year, from a clean ledger.
         with engine.begin() as conn:
             for table in LEDGER_TABLES:
@@ -102,3 +127,4 @@ def _run(args, storage: str) -> None:
               f"({projected / 3600:.1f} h), {per_calls * partitions:.0f} API calls, {partitions} runs")
         print(f"    single-run backfill is {projected / wall:.0f}x faster (target >= 50x) "
               f"and makes {per_calls * partitions / max(calls, 1):.0f}x fewer API calls")
+        return wall

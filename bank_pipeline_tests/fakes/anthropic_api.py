@@ -11,10 +11,16 @@ Scriptable: `fail_next(k, status)` answers the next k requests with 429/529/500â
 `script(*behaviours)` alters the next successful responses one each: "shuffle", "reverse",
 "drop" / ("drop", n), "extra", "invalid_category", "duplicate", "duplicate_conflict",
 "no_tool". Everything received is kept in `requests`; `usage_totals` sums what was reported.
+
+Message Batches (`POST /v1/messages/batches`, `GET /v1/messages/batches/{id}` and its
+`/results` JSONL), shaped as Anthropic documents them: each request `{"custom_id", "params"}` is
+answered like a Messages call; a batch reports `in_progress` for `batch_polls` retrievals (default
+0: ended at the first), then `ended` with a `results_url`. Created batches are kept in `batches`.
 """
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import json
 import math
@@ -83,6 +89,8 @@ class FakeAnthropic:
             "cache_creation_input_tokens": 0,
             "cache_read_input_tokens": 0,
         }
+        self.batches: dict[str, dict] = {}
+        self.batch_polls = 0
         self._failures: list[int] = []
         self._script: list = []
         self._prefixes: set[str] = set()
@@ -110,6 +118,12 @@ class FakeAnthropic:
 
     @property
     def message_requests(self) -> list[dict]:
+        """Messages API calls, whether sent directly or inside a Message Batch."""
+        direct = [r for r in self.requests if "messages" in r]
+        return direct + [r["params"] for b in self.batches.values() for r in b["requests"]]
+
+    @property
+    def direct_message_requests(self) -> list[dict]:
         return [r for r in self.requests if "messages" in r]
 
     # --- lifecycle ---------------------------------------------------------------------------
@@ -129,13 +143,21 @@ class FakeAnthropic:
             def log_message(self, *args):  # keep test output quiet
                 pass
 
+            def do_GET(self):  # noqa: N802
+                self._reply(*fake._handle_get(self.path, dict(self.headers)))
+
             def do_POST(self):  # noqa: N802
                 length = int(self.headers.get("content-length") or 0)
                 body = self.rfile.read(length) if length else b""
-                status, payload, extra = fake._handle(self.path, dict(self.headers), body)
-                data = json.dumps(payload).encode()
+                self._reply(*fake._handle(self.path, dict(self.headers), body))
+
+            def _reply(self, status, payload, extra):
+                if isinstance(payload, bytes):  # JSONL results
+                    data, kind = payload, "application/binary"
+                else:
+                    data, kind = json.dumps(payload).encode(), "application/json"
                 self.send_response(status)
-                self.send_header("content-type", "application/json")
+                self.send_header("content-type", kind)
                 self.send_header("content-length", str(len(data)))
                 self.send_header("request-id", f"req_fake_{len(fake.requests)}")
                 for name, value in extra.items():
@@ -181,13 +203,126 @@ class FakeAnthropic:
             self.requests.append(request)
             self.headers.append({k.lower(): v for k, v in headers.items()})
             failure = self._failures.pop(0) if self._failures else None
-            behaviour = None
-        if path.rstrip("/") != "/v1/messages":
+        route = path.split("?")[0].rstrip("/")
+        if route not in ("/v1/messages", "/v1/messages/batches"):
             return self._error(404, f"no route {path}")
         if not {k.lower() for k in headers} & {"x-api-key", "authorization"}:
             return self._error(401, "missing x-api-key")
         if failure:
             return self._error(failure, "scripted failure")
+        if route == "/v1/messages/batches":
+            return self._create_batch(request)
+        return self._message(request)
+
+    # --- Message Batches ---------------------------------------------------------------------
+
+    def _batch_view(self, batch: dict) -> dict:
+        done = batch["ended"]
+        n = len(batch["requests"])
+        return {
+            "id": batch["id"],
+            "type": "message_batch",
+            "processing_status": "ended" if done else "in_progress",
+            "request_counts": {
+                "processing": 0 if done else n,
+                "succeeded": batch["succeeded"] if done else 0,
+                "errored": batch["errored"] if done else 0,
+                "canceled": 0,
+                "expired": 0,
+            },
+            "created_at": batch["created_at"],
+            "ended_at": batch["created_at"] if done else None,
+            "expires_at": batch["expires_at"],
+            "archived_at": None,
+            "cancel_initiated_at": None,
+            "results_url": f"{self.base_url}/v1/messages/batches/{batch['id']}/results" if done else None,
+        }
+
+    def _create_batch(self, request: dict):
+        from bank_pipeline import clock
+
+        requests = request.get("requests")
+        if not isinstance(requests, list) or not requests:
+            return self._error(400, "requests: Field required (a non-empty list)")
+        ids = [r.get("custom_id") if isinstance(r, dict) else None for r in requests]
+        if any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
+            return self._error(400, "requests: every custom_id must be a unique non-empty string")
+        for r in requests:
+            params = r.get("params")
+            if not isinstance(params, dict) or any(
+                k not in params for k in ("model", "max_tokens", "messages")
+            ):
+                return self._error(
+                    400, f"requests.{r['custom_id']}.params: model, max_tokens and messages required"
+                )
+        now = clock.now()
+        with self._lock:
+            batch_id = f"msgbatch_fake_{len(self.batches) + 1:04d}"
+            self.batches[batch_id] = {
+                "id": batch_id,
+                "requests": requests,
+                "polls": 0,
+                "ended": False,
+                "results": None,
+                "succeeded": 0,
+                "errored": 0,
+                "created_at": now.isoformat().replace("+00:00", "Z"),
+                "expires_at": (now + datetime.timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+            }
+            batch = self.batches[batch_id]
+        return 200, self._batch_view(batch), {}
+
+    def _handle_get(self, path: str, headers: dict):
+        with self._lock:
+            self.headers.append({k.lower(): v for k, v in headers.items()})
+        if not {k.lower() for k in headers} & {"x-api-key", "authorization"}:
+            return self._error(401, "missing x-api-key")
+        parts = path.split("?")[0].rstrip("/").split("/")
+        # /v1/messages/batches/{id}[/results]
+        if len(parts) < 5 or parts[1:4] != ["v1", "messages", "batches"]:
+            return self._error(404, f"no route {path}")
+        batch = self.batches.get(parts[4])
+        if batch is None:
+            return (
+                404,
+                {"type": "error", "error": {"type": "not_found_error", "message": "no such batch"}},
+                {},
+            )
+        if len(parts) == 5:
+            with self._lock:
+                batch["polls"] += 1
+                if not batch["ended"] and batch["polls"] > self.batch_polls:
+                    self._finish(batch)
+            return 200, self._batch_view(batch), {}
+        if len(parts) == 6 and parts[5] == "results":
+            if not batch["ended"]:
+                return self._error(400, "batch is still processing")
+            return 200, b"".join(json.dumps(line).encode() + b"\n" for line in batch["results"]), {}
+        return self._error(404, f"no route {path}")
+
+    def _finish(self, batch: dict) -> None:
+        """Answer every request of the batch (called with the lock held)."""
+        self._lock.release()
+        try:
+            lines = []
+            for r in batch["requests"]:
+                status, body, _ = self._message(r["params"], count=False)
+                if status == 200:
+                    lines.append(
+                        {"custom_id": r["custom_id"], "result": {"type": "succeeded", "message": body}}
+                    )
+                else:
+                    lines.append({"custom_id": r["custom_id"], "result": {"type": "errored", "error": body}})
+        finally:
+            self._lock.acquire()
+        batch["results"] = lines
+        batch["succeeded"] = sum(line["result"]["type"] == "succeeded" for line in lines)
+        batch["errored"] = len(lines) - batch["succeeded"]
+        batch["ended"] = True
+
+    # --- Messages ------------------------------------------------------------------------------
+
+    def _message(self, request: dict, count: bool = True):
         for needed in ("model", "max_tokens", "messages"):
             if needed not in request:
                 return self._error(400, f"{needed}: Field required")
@@ -209,11 +344,11 @@ class FakeAnthropic:
             )
         usage = self._usage(request, content)
         with self._lock:
-            self.responses += 1
+            self.responses += count
             for k, v in usage.items():
                 self.usage_totals[k] += v
         body = {
-            "id": f"msg_fake_{len(self.requests)}",
+            "id": f"msg_fake_{len(self.requests)}_{self.responses}",
             "type": "message",
             "role": "assistant",
             "model": request["model"],

@@ -1,0 +1,81 @@
+"""Bad arguments are one-line errors, never database tracebacks, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from bank_pipeline.cli import database_error_line, main
+from bank_pipeline.db import make_engine
+
+
+@pytest.fixture
+def cli_db(db_url, tmp_path, monkeypatch):
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", db_url)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    return db_url
+
+
+def _one_line(err: str) -> str:
+    assert err.endswith("\n") and err.count("\n") == 1, err
+    assert "Traceback" not in err
+    return err.strip()
+
+
+@pytest.mark.parametrize("transaction_id", ["99999999999999999999999", "9223372036854775808", "0", "-1", "12x"])
+def test_categorize_with_an_id_out_of_range_is_one_line(cli_db, capsys, transaction_id):
+    with pytest.raises(SystemExit) as info:
+        main(["categorize", transaction_id, "groceries"])
+    assert info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: bank-pipeline categorize: argument transaction_id:")
+    assert "is not an id (a whole number) from 1 to 9223372036854775807" in line
+
+
+def test_categorize_with_the_largest_id_reaches_the_database_and_is_not_found(cli_db, capsys):
+    assert main(["categorize", "9223372036854775807", "groceries"]) == 2
+    assert _one_line(capsys.readouterr().err) == "error: no transaction with id 9223372036854775807"
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["status", "--warn-days", "99999999999999"],
+        ["connect", "--timeout", "nan"],
+        ["connect", "--redirect-port", "70000"],
+        ["webhook-server", "--max-age", "-5"],
+        ["demo", "--days", "1e9"],
+    ],
+    ids=["warn-days", "timeout-nan", "redirect-port", "max-age", "days"],
+)
+def test_out_of_range_options_are_one_line(cli_db, capsys, argv):
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"error: bank-pipeline {argv[0]}: argument {argv[1]}:") and "is not" in line
+
+
+def test_unreachable_database_is_one_line_without_the_password(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", "postgresql://postgres:s3cret-pw@127.0.0.1:1/test")
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["status"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: the database refused the request (OperationalError):")
+    assert "s3cret-pw" not in line
+
+
+def test_database_error_line_has_no_sql_parameters_or_credentials(db_url):
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            conn.execute(
+                sa.text("SELECT CAST(:v AS INTEGER) FROM no_such_table"), {"v": "postgresql://u:pw-123@h/db"}
+            )
+    except sa.exc.DBAPIError as exc:
+        line = database_error_line(exc)
+    finally:
+        engine.dispose()
+    assert line.startswith("the database refused the request (")
+    assert "no_such_table" in line and "\n" not in line
+    assert "pw-123" not in line and "SELECT" not in line  # neither the statement nor its parameters
