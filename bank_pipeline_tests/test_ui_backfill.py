@@ -32,7 +32,7 @@ from bank_pipeline_tests.fixtures.clock import TODAY
 from bank_pipeline_tests.fixtures.pipeline import Pipeline, expected_totals, settings_for
 from bank_pipeline_tests.user_cli import connect_user
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.daemon]
 
 BACKFILL_DAYS = 60
 # Settled days: older than the look-back window (BANK_PIPELINE_LOOKBACK_DAYS, 3 by default).
