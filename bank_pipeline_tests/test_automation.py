@@ -104,14 +104,15 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
     faults = FaultConfig(unattended_limit=None, latency_ms=400)
+    # One 60-day bank window, so each `import` is one run (runs are cut per window).
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=faults), unattended_daily_budget=1000,
-                            max_window_days=15)
+                            max_window_days=60)
     key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     env = dict(os.environ)
     env.update(
         BANK_PIPELINE_DATABASE_URL=db_url, TRUELAYER_AUTH_URL=pipe.sim.auth_url, TRUELAYER_DATA_URL=pipe.sim.data_url,
         BANK_PIPELINE_HOME=str(pipe.settings.home), BANK_PIPELINE_FERNET_KEYS=",".join(pipe.settings.fernet_keys),
-        BANK_PIPELINE_MAX_WINDOW_DAYS="15", BANK_PIPELINE_UNATTENDED_DAILY_BUDGET="1000",
+        BANK_PIPELINE_MAX_WINDOW_DAYS="60", BANK_PIPELINE_UNATTENDED_DAILY_BUDGET="1000",
         DAGSTER_HOME=str(tmp_path / "dagster-shared"),
     )
     os.makedirs(env["DAGSTER_HOME"])
