@@ -141,29 +141,35 @@ def test_every_attempt_that_reaches_the_bank_is_reserved(pipeline_factory):
 
 
 def test_a_per_account_failure_in_a_multi_account_run_marks_its_partitions_failed(pipeline_factory):
-    from bank_pipeline.orchestration.partitions import RANGE_END_TAG, RANGE_START_TAG, partition_key
+    from bank_pipeline.db.schema import api_call_budget
+    from bank_pipeline.orchestration.partitions import (
+        RANGE_END_TAG,
+        RANGE_START_TAG,
+        partition_key,
+        sync_account_partitions,
+    )
     from bank_pipeline.orchestration.runner import import_job
 
-    # The SCA window is over at once: the second account's old days are refused (`sca_exceeded`).
-    pipe = pipeline_factory("alice", _bank_rules(sca_window_minutes=0), unattended_daily_budget=100)
-    recent, old = pipe.keys[0], pipe.keys[1]
-    start = dt.date(2020, 1, 1)
-    from bank_pipeline.orchestration.partitions import sync_account_partitions
-
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=0)
+    fine, starved = pipe.keys[0], pipe.keys[1]
+    starved_id = next(a["id"] for a in pipe.accounts if a["account_key"] == starved)
+    with pipe.engine.begin() as conn:  # the second account spent today's unattended calls already
+        conn.execute(api_call_budget.insert().values(account_id=starved_id, day=TODAY, unattended_calls=4))
     sync_account_partitions(pipe.instance, pipe.keys)
-    tags = {RANGE_START_TAG: partition_key(recent, TODAY - dt.timedelta(days=2)),
-            RANGE_END_TAG: partition_key(old, start + dt.timedelta(days=2))}
+    first, last = TODAY - dt.timedelta(days=20), TODAY - dt.timedelta(days=15)
+    # A key range over two accounts is the rectangle (both accounts) × (the days): one run.
+    tags = {RANGE_START_TAG: partition_key(fine, first), RANGE_END_TAG: partition_key(starved, last)}
     result = import_job(pipe.settings).execute_in_process(instance=pipe.instance, tags=tags, raise_on_error=False)
+
     assert not result.success
-    _assert_partitions(pipe, old, start, start + dt.timedelta(days=2), dg.AssetPartitionStatus.FAILED)
-    # The other account's partitions in that run are not shown as materialized either.
-    _assert_partitions(pipe, recent, TODAY - dt.timedelta(days=2), TODAY - dt.timedelta(days=1),
-                       dg.AssetPartitionStatus.FAILED)
+    _assert_partitions(pipe, starved, first, last, dg.AssetPartitionStatus.FAILED)
+    # The account that did not fail is not shown as materialized either: nothing hides the failure.
+    _assert_partitions(pipe, fine, first, last, dg.AssetPartitionStatus.FAILED)
     with pipe.engine.connect() as conn:
         reason = conn.execute(
-            sa.text("select last_failure_message from accounts where account_key = :k"), {"k": old}
+            sa.text("select last_failure_message from accounts where account_key = :k"), {"k": starved}
         ).scalar_one()
-    assert "sca_exceeded" in reason
+    assert "budget" in reason and "deferred" in reason
     assert pipe.count(transactions) == 0
 
 

@@ -158,39 +158,28 @@ class TunedSqliteEventLogStorage(SqliteEventLogStorage):
         self._dispose_engines(keep_index=False)
 
 
-class TunedSqliteRunStorage(SqliteRunStorage):
+class _PooledConnect:
+    """`connect()` (Dagster's hook for the run and schedule storages) on one pooled, tuned engine."""
+
+    def __init__(self, conn_string: str, inst_data=None):
+        self._tuned_engine = tuned_engine(conn_string)
+        super().__init__(conn_string, inst_data=inst_data)
+
+    @classmethod
+    def from_config_value(cls, inst_data, config_value):
+        return cls.from_local(inst_data=inst_data, **config_value)
+
+    def connect(self) -> AbstractContextManager[sa.Connection]:
+        return _transaction(self._tuned_engine)
+
+    def dispose(self) -> None:
+        super().dispose()
+        self._tuned_engine.dispose()
+
+
+class TunedSqliteRunStorage(_PooledConnect, SqliteRunStorage):
     """Dagster's SQLite run storage, on pooled WAL/synchronous=NORMAL connections."""
 
-    def __init__(self, conn_string: str, inst_data=None):
-        self._tuned_engine = tuned_engine(conn_string)
-        super().__init__(conn_string, inst_data=inst_data)
 
-    @classmethod
-    def from_config_value(cls, inst_data, config_value) -> TunedSqliteRunStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    def connect(self) -> AbstractContextManager[sa.Connection]:
-        return _transaction(self._tuned_engine)
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._tuned_engine.dispose()
-
-
-class TunedSqliteScheduleStorage(SqliteScheduleStorage):
+class TunedSqliteScheduleStorage(_PooledConnect, SqliteScheduleStorage):
     """Dagster's SQLite schedule storage, on pooled WAL/synchronous=NORMAL connections."""
-
-    def __init__(self, conn_string: str, inst_data=None):
-        self._tuned_engine = tuned_engine(conn_string)
-        super().__init__(conn_string, inst_data=inst_data)
-
-    @classmethod
-    def from_config_value(cls, inst_data, config_value) -> TunedSqliteScheduleStorage:
-        return cls.from_local(inst_data=inst_data, **config_value)
-
-    def connect(self) -> AbstractContextManager[sa.Connection]:
-        return _transaction(self._tuned_engine)
-
-    def dispose(self) -> None:
-        super().dispose()
-        self._tuned_engine.dispose()
