@@ -116,6 +116,12 @@ class FakeClient:
         self.attempts = attempts
         self.calls: list[tuple] = []
         self.fail_with: Exception | None = None
+        self.before_attempt = None  # DataClient's contract: called before every attempt
+
+    def _attempt(self) -> None:
+        for _ in range(self.attempts):
+            if self.before_attempt is not None:
+                self.before_attempt()
 
     def _response(self, rows: list[dict]) -> TransactionsResponse:
         body = json.dumps({"results": rows, "status": "Succeeded"})
@@ -128,6 +134,7 @@ class FakeClient:
         )
 
     def transactions(self, kind, provider_account_id, date_from, date_to):
+        self._attempt()
         self.calls.append(("transactions", kind, provider_account_id, date_from, date_to))
         if self.fail_with is not None:
             raise self.fail_with
@@ -139,6 +146,7 @@ class FakeClient:
         return self._response(rows)
 
     def pending_transactions(self, kind, provider_account_id):
+        self._attempt()
         self.calls.append(("pending", kind, provider_account_id))
         return self._response(self.pending)
 

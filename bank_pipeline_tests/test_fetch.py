@@ -10,8 +10,8 @@ import sqlalchemy as sa
 
 from bank_pipeline.db.schema import raw_fetches, raw_transactions
 from bank_pipeline.ingest import fetch_account_days
-from bank_pipeline.ingest.fetch import coalesce_days, plan_windows
-from bank_pipeline.limits import BudgetExhausted, UnattendedBudget
+from bank_pipeline.ingest.fetch import FetchDeferred, coalesce_days, plan_windows
+from bank_pipeline.limits import UnattendedBudget
 from bank_pipeline.truelayer.errors import ServerError
 from bank_pipeline_tests.ingest_support import FakeClient, count, days_between, make_account, txn
 
@@ -132,7 +132,7 @@ def test_budget_is_reserved_per_unattended_call(engine):
     days = days_between(dt.date(2026, 1, 1), dt.date(2026, 12, 31))[:200]  # 3 windows
     fetch_account_days(engine, client, account, days, run_id="r1", today=today, budget=budget)
     assert budget.remaining(account["id"]) == 1
-    with pytest.raises(BudgetExhausted, match="resets at 00:00 UTC"):
+    with pytest.raises(FetchDeferred, match="fetched 1 of 3 window.*resets at 00:00 UTC"):
         fetch_account_days(engine, client, account, days, run_id="r2", today=today, budget=budget)
     assert len(client.calls) == 4  # the fifth call was never made
     # With the user present (X-PSU-IP) calls are attended and do not count.
