@@ -54,7 +54,11 @@ def _spending(pipe) -> list[dict]:
 
 
 def _run(pipe, first, last):
-    return pipe.run(first, last, [a["account_key"] for a in _spending(pipe)])
+    """Ask the bank again for the whole window each time (`import --refetch`): a correction or a
+    healed row for a settled day, outside the look-back window, only arrives when asked for."""
+    from bank_pipeline.orchestration.partitions import FETCH_MODE_TAG
+
+    return pipe.run(first, last, [a["account_key"] for a in _spending(pipe)], extra_tags={FETCH_MODE_TAG: "refetch"})
 
 
 def _truth(pipe, first, last) -> dict:
