@@ -9,6 +9,7 @@ import sqlalchemy as sa
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import category_overrides, enrichments, transaction_history, transactions
+from bank_pipeline_tests.fixtures.clock import TODAY  # noqa: E402  (the pinned day)
 from bank_pipeline_tests.ingest_support import (
     FakeClient,
     count,
@@ -18,7 +19,6 @@ from bank_pipeline_tests.ingest_support import (
     txn,
 )
 
-TODAY = dt.date(2026, 11, 20)
 DAYS = days_between(dt.date(2026, 11, 1), dt.date(2026, 11, 10))
 
 

@@ -24,6 +24,7 @@ from bank_pipeline.db.schema import (
 from bank_pipeline.ingest import InvalidRow, normalize_row
 from bank_pipeline.ingest.normalize import quarantine_key
 from bank_pipeline.ingest.text import clean_text, is_iso_currency
+from bank_pipeline_tests.fixtures.clock import TODAY  # noqa: E402  (the pinned day)
 from bank_pipeline_tests.ingest_support import (
     FakeClient,
     count,
@@ -33,7 +34,6 @@ from bank_pipeline_tests.ingest_support import (
     txn,
 )
 
-TODAY = dt.date(2026, 11, 20)
 DAYS = days_between(dt.date(2026, 11, 1), dt.date(2026, 11, 14))
 
 

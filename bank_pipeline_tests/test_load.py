@@ -16,6 +16,7 @@ from bank_pipeline.ingest import (
     normalize_account_days,
 )
 from bank_pipeline.ingest.load import PendingPolicy, match_pending
+from bank_pipeline_tests.fixtures.clock import TODAY  # noqa: E402  (the pinned day)
 from bank_pipeline_tests.ingest_support import (
     FakeClient,
     count,
@@ -25,7 +26,6 @@ from bank_pipeline_tests.ingest_support import (
     txn,
 )
 
-TODAY = dt.date(2026, 11, 20)
 JAN = dt.date(2026, 1, 1)
 
 

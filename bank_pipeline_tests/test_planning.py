@@ -13,8 +13,8 @@ from bank_pipeline.cli import main
 from bank_pipeline.db import make_engine, utcnow
 from bank_pipeline.db.schema import accounts, api_call_budget, connections, enrichments, transactions
 from bank_pipeline.planning import PlanError, format_plan, plan_backfill
+from bank_pipeline_tests.fixtures.clock import TODAY  # noqa: E402  (the pinned day)
 
-TODAY = dt.date(2026, 11, 20)
 PLAN_ARGS = dict(
     max_window_days=90, enrich_batch_size=40, price_per_call_estimate="0.01", unattended_budget=4
 )
