@@ -24,12 +24,12 @@ test: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -q
 
 # The Dagster UI on the demo's data (run the simulator too, for new imports).
-# The suite again with the machine's clock far ahead (Debian's faketime): proves no test reads
-# today's date. The webserver + daemon tests are left out: Dagster's daemon ticks schedules on the
-# machine's clock, which is what faketime moves.
+# The date-sensitive tests again with the machine's clock far ahead (Debian's faketime): proves
+# they read the one pinned clock, not today's date. The webserver + daemon tests are left out:
+# Dagster's daemon ticks schedules on the machine's clock, which is what faketime moves.
 FAKETIME_OFFSET ?= +75d
 test-later: install
-	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) faketime -f '$(FAKETIME_OFFSET)' $(BIN)/python -m pytest -q -p no:cacheprovider -m "not daemon"
+	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) faketime -f '$(FAKETIME_OFFSET)' $(BIN)/python -m pytest -q -p no:cacheprovider -m "date_sensitive and not daemon"
 
 ui: install
 	DAGSTER_HOME=$(CURDIR) DAGSTER_EVENT_BATCH_SIZE=1000 \

@@ -147,6 +147,7 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
     ]
 
 
+@pytest.mark.date_sensitive
 def test_unattended_budget_is_never_exceeded_against_the_4_a_day_rule(pipeline_factory):
     from bank_pipeline.orchestration.runner import run_imports
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig

@@ -134,6 +134,7 @@ def test_unknown_state_is_a_mismatch(store):
         store.consume_state(None)
 
 
+@pytest.mark.date_sensitive
 def test_expired_state_is_a_mismatch(store, engine):
     started = store.create_state("http://127.0.0.1:1/callback", ttl=dt.timedelta(minutes=10))
     with engine.begin() as conn:
@@ -166,6 +167,7 @@ def _store(settings, engine=None):
     return ConnectionStore.from_settings(engine or make_engine(settings.database_url), settings)
 
 
+@pytest.mark.date_sensitive
 def test_full_connect_flow(connect_settings, alice_connection):
     engine = make_engine(connect_settings.database_url)
     row = _connection_row(engine, alice_connection.connection_id)
@@ -314,6 +316,7 @@ def test_bank_error_on_the_callback_shows_the_cli_error_on_the_page(connect_sett
     assert "Connected" not in page.replace("Not connected", "")
 
 
+@pytest.mark.date_sensitive
 def test_refresh_rotates_and_persists_the_new_pair(connect_settings, alice_connection, engine):
     cid = alice_connection.connection_id
     store = _store(connect_settings, engine)
@@ -457,6 +460,7 @@ def test_status_cli_shows_accounts_and_no_secrets(
     assert access not in out and "_enc" not in out
 
 
+@pytest.mark.date_sensitive
 def test_consent_expiry_warning(connect_settings, alice_connection, engine):
     soon = clock.now() + dt.timedelta(days=3)
     with engine.begin() as conn:

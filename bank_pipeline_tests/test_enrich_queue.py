@@ -7,6 +7,7 @@ import json
 from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from sqlalchemy import select
 
 from bank_pipeline.db.schema import enrichment_queue, enrichments, llm_calls
@@ -68,6 +69,7 @@ def test_a_daily_run_answers_provisionally_and_calls_when_the_batch_fills(
     assert all(rows[i]["flags"] == "provisional" for i in _queued(engine))
 
 
+@pytest.mark.date_sensitive
 def test_the_oldest_waiting_past_the_delay_sends_a_partial_batch(
     engine, fake_anthropic, anthropic_model_factory, move_clock
 ):
@@ -103,6 +105,7 @@ def test_an_override_is_never_replaced_and_not_sent(
     assert _queued(engine) == set()
 
 
+@pytest.mark.date_sensitive
 def test_a_rule_learned_while_queued_answers_without_the_model(
     engine, fake_anthropic, anthropic_model_factory, move_clock
 ):

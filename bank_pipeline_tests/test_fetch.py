@@ -93,6 +93,7 @@ def test_landing_keeps_body_positions_and_local_partition_dates(engine):
     assert {r.status for r in landed} == {"booked"}
 
 
+@pytest.mark.date_sensitive
 def test_pending_only_when_the_range_reaches_today(engine):
     account = make_account(engine)
     today = dt.date(2026, 11, 20)
@@ -122,6 +123,7 @@ def test_pending_only_when_the_range_reaches_today(engine):
     assert len(pending) == 1 and pending[0].partition_date == today
 
 
+@pytest.mark.date_sensitive
 def test_budget_is_reserved_per_unattended_call(engine):
     account = make_account(engine)
     today = dt.date(2026, 11, 20)

@@ -39,6 +39,7 @@ def _move_to(pipe, move_clock, day: dt.date) -> None:
     move_clock(day)
 
 
+@pytest.mark.date_sensitive
 @EMBEDDED_ONLY
 def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_works(pipeline_factory, move_clock):
     from bank_pipeline.history import history_window, import_history, land_history
@@ -89,6 +90,7 @@ def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipe
     assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == days * len(pipe.keys)
 
 
+@pytest.mark.date_sensitive
 @EMBEDDED_ONLY
 def test_a_budget_starved_backfill_lands_what_it_fetched_keeps_the_reserve_and_resumes(pipeline_factory, move_clock):
     # 30-day bank windows, so that three windows stay inside the 90 days TrueLayer serves without

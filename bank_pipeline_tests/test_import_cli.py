@@ -18,6 +18,7 @@ from bank_pipeline_tests.fixtures.clock import TODAY
         ("2026-13-01", "2026-01-01", "not a date (YYYY-MM-DD): '2026-13-01'"),
     ],
 )
+@pytest.mark.date_sensitive
 def test_import_refuses_ranges_without_partitions(sqlite_url, monkeypatch, capsys, date_from, date_to, message):
     monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", sqlite_url)
     assert main(["import", "--from", date_from, "--to", date_to]) == 2

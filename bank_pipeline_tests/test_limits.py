@@ -23,6 +23,7 @@ class Clock:
         return self.now
 
 
+@pytest.mark.date_sensitive
 def test_budget_refuses_the_fifth_call_and_resets_next_utc_day(engine):
     account = make_account(engine)
     clock = Clock(dt.datetime(2026, 11, 20, 23, 59, tzinfo=UTC))
@@ -104,6 +105,7 @@ def test_a_waiting_holder_gets_the_lease_when_released(engine):
     assert order == ["a-done", "b-in"]
 
 
+@pytest.mark.date_sensitive
 def test_an_expired_lease_is_taken_over(engine):
     account = make_account(engine)
     clock = Clock(dt.datetime(2026, 11, 20, 9, tzinfo=UTC))

@@ -66,6 +66,7 @@ def test_account_keys_from_run_tags():
     assert account_keys_from_tags({}, known) == []
 
 
+@pytest.mark.date_sensitive
 def test_daily_schedule_requests_yesterday_plus_lookback_for_every_account(monkeypatch):
     from bank_pipeline.orchestration.schedules import daily_import_schedule
 
@@ -97,6 +98,7 @@ def test_daily_schedule_skips_without_accounts():
         assert not result.run_requests and "connect" in result.skip_message
 
 
+@pytest.mark.date_sensitive
 def test_account_sensor_adds_partitions_and_requests_initial_backfill(db_url):
     from bank_pipeline.db import make_engine
     from bank_pipeline.orchestration.sensors import account_partitions_sensor

@@ -62,6 +62,7 @@ def test_overlapping_windows_add_nothing_twice(pipeline_factory):
     assert pipe.ledger_totals(FIRST, LAST) == expected_totals(pipe.truth(FIRST, LAST))
 
 
+@pytest.mark.date_sensitive
 def test_pending_then_booked_leaves_one_row(pipeline_factory):
     pipe = pipeline_factory("alice", _no_limits(), unattended_daily_budget=1000)
     pipe.run(TODAY - dt.timedelta(days=10), TODAY)
@@ -169,6 +170,7 @@ def test_a_killed_run_then_a_rerun_equals_a_clean_run(pipeline_factory, db_url, 
     assert pipe.ledger_rows() == clean.ledger_rows()
 
 
+@pytest.mark.date_sensitive
 def test_the_daily_schedules_runs_load_their_window_and_a_rerun_adds_nothing(pipeline_factory):
     from bank_pipeline.orchestration.runner import import_job
     from bank_pipeline.orchestration.schedules import daily_run_requests

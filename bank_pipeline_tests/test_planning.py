@@ -102,6 +102,7 @@ def test_year_backfill_coalesces_into_one_run_per_window_and_few_calls_per_accou
     assert "5+1=6" in text and "75%" in text
 
 
+@pytest.mark.date_sensitive
 def test_short_recent_range_fits_budget_and_short_history_averages_over_its_days(engine):
     ids = _seed(engine)
     with engine.begin() as conn:
@@ -127,6 +128,7 @@ def test_short_recent_range_fits_budget_and_short_history_averages_over_its_days
     assert ids  # seeded
 
 
+@pytest.mark.date_sensitive
 def test_a_backfill_keeps_the_reserve_for_the_daily_import(engine):
     _seed(engine)
     args = {**PLAN_ARGS, "backfill_reserve": 2}

@@ -258,6 +258,7 @@ def test_refresh_rotates_the_pair(simulator):
     assert r.status_code == 400 and r.json()["error"] == "invalid_grant"
 
 
+@pytest.mark.date_sensitive
 def test_consent_expires_after_90_days_and_on_demand(simulator):
     tokens = connect(simulator, "alice")
     me = httpx.get(f"{simulator.data_url}/me", headers=bearer(tokens)).json()["results"][0]
@@ -435,6 +436,7 @@ def test_transfers_between_own_accounts_have_both_legs(simulator):
     assert len(outs) >= 2 and outs == ins
 
 
+@pytest.mark.date_sensitive
 def test_pending_transactions_book_later_with_new_ids(simulator):
     tokens = connect(simulator, "alice")
     account_id = ids(simulator, tokens)["Club Lloyds"]
@@ -474,6 +476,7 @@ def test_pending_transactions_book_later_with_new_ids(simulator):
     assert tipped
 
 
+@pytest.mark.date_sensitive
 def test_late_postings_appear_later(simulator):
     data = simulator.app_state.user_data("alice")
     today = SIM_TODAY.toordinal()

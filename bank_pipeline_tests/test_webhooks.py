@@ -53,6 +53,7 @@ def _assert_rejected(engine, response, status: int, reason_part: str, body: byte
     assert rejection["last_body_sha256"] == hashlib.sha256(body).hexdigest()
 
 
+@pytest.mark.date_sensitive
 def test_valid_webhook_is_stored_once_and_replay_is_a_no_op(engine, webhook_signer, webhook_receiver):
     event = webhook_signer.event()
     body = json.dumps(event)
@@ -148,6 +149,7 @@ def test_timestamp_changed_after_signing_is_401(lite_engine, webhook_signer, lit
     [(dt.timedelta(minutes=-6), "stale timestamp"), (dt.timedelta(minutes=10), "in the future")],
     ids=["stale", "future"],
 )
+@pytest.mark.date_sensitive
 def test_stale_or_future_timestamp_is_401(lite_engine, webhook_signer, lite_receiver, offset, reason):
     body = json.dumps(webhook_signer.event())
     headers = webhook_signer.headers(lite_receiver.url, body, timestamp=utcnow() + offset)
@@ -263,6 +265,7 @@ class _Clock:
         return self.now
 
 
+@pytest.mark.date_sensitive
 def test_jwks_cache_ttl_and_rate_limited_refetch_on_unknown_kid():
     calls = []
 
@@ -410,6 +413,7 @@ def test_simulator_tampered_webhooks_are_401(engine, simulator, sim_receiver, ta
     assert rejection["last_body_sha256"] == hashlib.sha256(sent["payload"].encode()).hexdigest()
 
 
+@pytest.mark.date_sensitive
 def test_simulator_stale_webhook_is_401(engine, simulator, sim_receiver):
     stale = (utcnow() - dt.timedelta(minutes=10)).strftime("%Y-%m-%dT%H:%M:%SZ")
     sent = _sim_send(simulator, sim_receiver.url, timestamp=stale)
