@@ -339,3 +339,8 @@ def test_html_report_rendered_by_chromium_shows_the_figures(world, monkeypatch, 
                       for month in ("2026-09", "2026-10"))
         for s in (s for s in dom.segments if s["currency"] == currency):
             assert float(s["height"]) == pytest.approx(float(Decimal(s["data-spending"]) / tallest) * 240, abs=0.01)
+
+
+def test_report_to_an_unwritable_file_is_one_line(sqlite_url, monkeypatch, capsys, tmp_path):
+    code, _, err = _cli(monkeypatch, capsys, sqlite_url, "--month", "2026-10", "--html", str(tmp_path / "no" / "r.html"))
+    assert code == 2 and err.count("\n") == 1 and "cannot write" in err

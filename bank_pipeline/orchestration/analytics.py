@@ -30,13 +30,22 @@ MONTHS_PER_RUN = 120
 # can compare their timestamps: a day re-imported after the month's run but before the next tick
 # still counts. (`any_deps_updated().since_last_handled()` wraps them in and/or, which carry no
 # timestamps, and then loses exactly that case; a regression test covers it.)
+DAYS_IMPORTED_AGAIN = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since(
+    dg.AutomationCondition.newly_requested()
+)
+# Also requested when never computed although some of its days are imported: days imported before
+# the sensor's first tick (no daemon yet, `bank-pipeline import`) are not "newly" updated. Not
+# again after a failed run: the next import of its days asks again.
+NEVER_COMPUTED = (
+    dg.AutomationCondition.missing()
+    & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing())
+    & ~dg.AutomationCondition.execution_failed()
+)
 REFRESH_WHEN_DAYS_CHANGE = (
-    dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since(
-        dg.AutomationCondition.newly_requested()
-    )
+    (DAYS_IMPORTED_AGAIN | NEVER_COMPUTED)
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
-).with_label("a day of this account-month was imported since it was last requested")
+).with_label("days of this account-month imported since it was last requested, or never computed")
 
 
 @dg.asset(
