@@ -199,6 +199,14 @@ def test_import_across_a_month_end_materializes_both_months(world):
     expected = {f"{world.key}|{SEP}", f"{world.key}|{OCT}"}
     assert world.first_request == expected
     assert _materialized_partitions(world.instance) == sorted(expected)
+    # Each partition's materialization carries its month's table, as markdown for the UI.
+    records = world.instance.fetch_materializations(dg.AssetKey("monthly_spending"), limit=10).records
+    tables = {r.partition_key: r.asset_materialization.metadata["table"] for r in records}
+    assert all(isinstance(t, dg.MarkdownMetadataValue) for t in tables.values())
+    october = monthly.month_with_changes(world.pipe.engine, OCT)
+    groceries = october[october.category == "groceries"].iloc[0]
+    assert f"| groceries | GBP | 0.00 | {groceries.spending.quantize(Decimal('0.01')):,.2f} |" in \
+        tables[f"{world.key}|{OCT}"].value
 
 
 def test_materialized_monthly_spending_equals_sql_over_the_imported_ledger(world):
