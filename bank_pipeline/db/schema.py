@@ -429,3 +429,23 @@ account_leases = Table(
     _ts("acquired_at", False),
     _ts("expires_at", False),
 )
+
+# --- analytics (downstream of the enriched ledger) ------------------------------------------------
+
+# The `monthly_spending` asset: one row per account × month × category × currency, replaced
+# whole per account-month (its Dagster partition). Own-account transfers are left out.
+monthly_spending = Table(
+    "monthly_spending",
+    metadata,
+    Column("account_id", Id, ForeignKey("accounts.id"), primary_key=True),
+    Column("month", Date, primary_key=True),  # the month's first day
+    Column("category", String(64), primary_key=True),
+    Column("currency", String(3), primary_key=True),
+    Column("income", Amount, nullable=False),  # credits, positive
+    Column("spending", Amount, nullable=False),  # debits, as a positive figure
+    Column("net", Amount, nullable=False),  # income - spending
+    Column("transactions", Integer, nullable=False),
+    Column("run_id", String(64)),
+    _ts("computed_at", False),
+    Index("ix_monthly_spending_month", "month"),
+)

@@ -9,6 +9,7 @@ coalesce them into as few TrueLayer calls as the bank allows.
 from __future__ import annotations
 
 import datetime as dt
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable
 
@@ -18,6 +19,7 @@ from bank_pipeline.config import partition_start_date, partition_timezone
 
 ACCOUNT_DIMENSION = "account"
 DATE_DIMENSION = "date"
+MONTH_DIMENSION = "month"
 ACCOUNTS_PARTITIONS_NAME = "accounts"
 
 # Run tags Dagster reads to execute a partition range in one run (as single-run backfills do).
@@ -40,6 +42,28 @@ daily_partitions = dg.DailyPartitionsDefinition(
 transaction_partitions = dg.MultiPartitionsDefinition(
     {ACCOUNT_DIMENSION: account_partitions, DATE_DIMENSION: daily_partitions}
 )
+# Figures per month (monthly spending): the same accounts × calendar months of the same timezone.
+# end_offset=1: the current month exists (its figures so far), like today's daily partition.
+monthly_partitions = dg.MonthlyPartitionsDefinition(
+    start_date=partition_start_date()[:8] + "01", timezone=partition_timezone(), end_offset=1
+)
+account_month_partitions = dg.MultiPartitionsDefinition(
+    {ACCOUNT_DIMENSION: account_partitions, MONTH_DIMENSION: monthly_partitions}
+)
+# Dagster still labels the multi-dimension mapping and the nonexistent-partitions flag beta.
+warnings.filterwarnings("ignore", message="Class `MultiPartitionMapping`", category=dg.BetaWarning)
+warnings.filterwarnings("ignore", message="Parameter `allow_nonexistent_upstream_partitions`", category=dg.BetaWarning)
+# An account-month depends on the same account's days of that month, so Dagster maps a run (or a
+# backfill) of days to exactly the months it touched. Days not in the partitions (after today,
+# before the start date) are simply absent.
+DAYS_TO_MONTHS = dg.MultiPartitionMapping(
+    {
+        ACCOUNT_DIMENSION: dg.DimensionPartitionMapping(ACCOUNT_DIMENSION, dg.IdentityPartitionMapping()),
+        DATE_DIMENSION: dg.DimensionPartitionMapping(
+            MONTH_DIMENSION, dg.TimeWindowPartitionMapping(allow_nonexistent_upstream_partitions=True)
+        ),
+    }
+)
 
 
 def partition_key(account_key: str, day: dt.date) -> str:
@@ -54,6 +78,22 @@ def days_by_account(partition_keys: Iterable[str]) -> dict[str, list[dt.date]]:
         dims = key.keys_by_dimension if isinstance(key, dg.MultiPartitionKey) else _split(key)
         grouped[dims[ACCOUNT_DIMENSION]].add(dt.date.fromisoformat(dims[DATE_DIMENSION]))
     return {account: sorted(days) for account, days in sorted(grouped.items())}
+
+
+def months_by_account(partition_keys: Iterable[str]) -> dict[str, list[dt.date]]:
+    """Group account-month partition keys into {account_key: sorted months (first days)}."""
+    grouped: dict[str, set[dt.date]] = defaultdict(set)
+    for key in partition_keys:
+        if isinstance(key, dg.MultiPartitionKey):
+            account, month = key.keys_by_dimension[ACCOUNT_DIMENSION], key.keys_by_dimension[MONTH_DIMENSION]
+        else:  # "<account>|<month>": dimension names sort as ("account", "month")
+            account, _, month = key.partition("|")
+        grouped[account].add(dt.date.fromisoformat(month))
+    return {account: sorted(months) for account, months in sorted(grouped.items())}
+
+
+def month_partition_key(account_key: str, month: dt.date) -> str:
+    return dg.MultiPartitionKey({ACCOUNT_DIMENSION: account_key, MONTH_DIMENSION: month.replace(day=1).isoformat()})
 
 
 def _split(key: str) -> dict[str, str]:

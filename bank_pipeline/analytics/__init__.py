@@ -1,0 +1,1 @@
+"""Figures computed from the enriched ledger (downstream of `enriched_transactions`)."""

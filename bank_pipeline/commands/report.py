@@ -1,0 +1,86 @@
+"""`bank-pipeline report`: monthly spending (the `monthly_spending` asset) as a table or an HTML page."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from bank_pipeline.cli_args import int_between
+from bank_pipeline.errors import BankPipelineError
+
+
+def _month(value: str):
+    from bank_pipeline.analytics.monthly import parse_month
+
+    try:
+        return parse_month(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a month (YYYY-MM): {value!r}") from None
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "report",
+        help="monthly spending per account and category (income, spending, net, change), as text or HTML",
+        description="Print one month of the `monthly_spending` asset: income, spending (own-account transfers "
+        "excluded) and net per account and category, with the change against the previous month. The figures "
+        "are the ones Dagster materialized; --refresh recomputes them from the ledger first.",
+    )
+    parser.add_argument("--month", type=_month, required=True, metavar="YYYY-MM", help="the month to show")
+    parser.add_argument(
+        "--months", type=int_between(1, 120, "a number of months"), default=6, metavar="N",
+        help="months shown in the HTML chart, ending with --month (default 6)",
+    )
+    parser.add_argument("--html", type=Path, metavar="FILE", help="also write a self-contained HTML page with a chart")
+    parser.add_argument(
+        "--refresh", action="store_true",
+        help="recompute the months shown from the ledger (outside Dagster) before reporting",
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from bank_pipeline.analytics import monthly
+    from bank_pipeline.analytics.report import html_page, text_table
+    from bank_pipeline.config import Settings
+    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db.schema import accounts
+
+    engine = make_engine(Settings.from_env().database_url)
+    migrate(engine)
+    month = args.month
+    months = [month]
+    while len(months) < max(args.months, 2):  # the previous month too, for the change column
+        months.insert(0, monthly.previous_month(months[0]))
+    if args.refresh:
+        with engine.connect() as conn:
+            ids = list(conn.execute(sa.select(accounts.c.id)).scalars())
+        monthly.refresh(engine, {account_id: months for account_id in ids}, run_id="cli-report")
+        print(f"recomputed {len(ids)} account(s) × {len(months)} month(s) from the ledger", file=sys.stderr)
+
+    frame = monthly.month_with_changes(engine, month)
+    if frame.empty and monthly.ledger_months(engine, month):
+        raise BankPipelineError(
+            f"monthly_spending has not been computed for {month:%Y-%m}: materialize the asset in Dagster "
+            f"or run `bank-pipeline report --month {month:%Y-%m} --refresh`"
+        )
+    stored = monthly.read(engine, [month])
+    if not stored.empty and monthly.ledger_changed_since(engine, month, stored["computed_at"].min()):
+        print(
+            f"note: the ledger of {month:%Y-%m} changed after these figures were computed; "
+            "add --refresh (or let Dagster re-materialize monthly_spending) for current figures",
+            file=sys.stderr,
+        )
+    print(f"Monthly spending {month:%Y-%m} (own-account transfers excluded; Δ = change against {months[-2]:%Y-%m})")
+    print(text_table(frame) if not frame.empty else "no transactions in this month")
+    if args.html:
+        history = monthly.read(engine, months)
+        try:
+            args.html.write_text(html_page(month, frame, history, months), encoding="utf-8")
+        except OSError as exc:
+            raise BankPipelineError(f"cannot write {args.html}: {exc.strerror or exc}") from None
+        print(f"wrote {args.html}")
+    return 0

@@ -1,0 +1,103 @@
+"""Assets downstream of the enriched ledger: `monthly_spending`, partitioned by account × month.
+
+Each account-month depends on that account's days of the month (`DAYS_TO_MONTHS`), and its
+automation condition asks for it again whenever one of those days is re-materialized — by the
+daily schedule, a webhook run, `bank-pipeline import` or a UI backfill — once no run is still
+importing them. So a backfill of days refreshes exactly the months it touched, and nothing else.
+The runs are launched by `monthly_spending_automation` (a sensor, evaluated by the daemon).
+"""
+
+import time
+
+import dagster as dg
+
+from bank_pipeline.orchestration.assets import _accounts_for, enriched_transactions
+from bank_pipeline.orchestration.partitions import (
+    DAYS_TO_MONTHS,
+    account_month_partitions,
+    month_partition_key,
+    months_by_account,
+)
+from bank_pipeline.orchestration.resources import AppDatabase
+
+GROUP = "analytics"
+# A month depends on ~30 days, so a UI backfill of monthly_spending itself is cheap: up to ten
+# years of one account per run.
+MONTHS_PER_RUN = 120
+
+# Requested when one of its days was materialized since the month was last requested, once no
+# run is importing them or computing it. Trigger and reset are the bare operands so that Dagster
+# can compare their timestamps: a day re-imported after the month's run but before the next tick
+# still counts. (`any_deps_updated().since_last_handled()` wraps them in and/or, which carry no
+# timestamps, and then loses exactly that case; a regression test covers it.)
+DAYS_IMPORTED_AGAIN = dg.AutomationCondition.any_deps_match(dg.AutomationCondition.newly_updated()).since(
+    dg.AutomationCondition.newly_requested()
+)
+# Also requested when never computed although some of its days are imported: days imported before
+# the sensor's first tick (no daemon yet, `bank-pipeline import`) are not "newly" updated. Not
+# again after a failed run: the next import of its days asks again.
+NEVER_COMPUTED = (
+    dg.AutomationCondition.missing()
+    & dg.AutomationCondition.any_deps_match(~dg.AutomationCondition.missing())
+    & ~dg.AutomationCondition.execution_failed()
+)
+REFRESH_WHEN_DAYS_CHANGE = (
+    (DAYS_IMPORTED_AGAIN | NEVER_COMPUTED)
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("days of this account-month imported since it was last requested, or never computed")
+
+
+@dg.asset(
+    partitions_def=account_month_partitions,
+    deps=[dg.AssetDep(enriched_transactions, partition_mapping=DAYS_TO_MONTHS)],
+    backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=MONTHS_PER_RUN),
+    automation_condition=REFRESH_WHEN_DAYS_CHANGE,
+    group_name=GROUP,
+    kinds={"pandas", "sql"},
+    description="Income, spending (own-account transfers excluded) and net per account × month × category; "
+    "table `monthly_spending`. `bank-pipeline report --month YYYY-MM` prints it.",
+)
+def monthly_spending(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.analytics import monthly
+    from bank_pipeline.analytics.report import markdown_table
+
+    started = time.perf_counter()
+    engine = database.get_engine()
+    grouped = months_by_account(context.partition_keys)
+    accounts = _accounts_for(engine, list(grouped))
+    frame = monthly.refresh(
+        engine, {accounts[key]["id"]: months for key, months in grouped.items()}, run_id=context.run_id
+    )
+    for key, months in grouped.items():
+        account = accounts[key]
+        for month in months:
+            rows = monthly.month_with_changes(engine, month, [account["id"]])
+            context.add_asset_metadata(
+                {
+                    "rows": len(rows),
+                    "transactions": int(rows["transactions"].sum()) if len(rows) else 0,
+                    "table": dg.MetadataValue.md(markdown_table(rows, title=f"{account['display_name'] or key} "
+                                                                         f"{month:%Y-%m}")),
+                },
+                partition_key=month_partition_key(key, month),
+            )
+    context.log.info(f"monthly_spending: {len(frame)} row(s) for {len(context.partition_keys)} account-month(s)")
+    return dg.MaterializeResult(
+        metadata={
+            "run_partitions": len(context.partition_keys),
+            "run_rows": len(frame),
+            "run_seconds": round(time.perf_counter() - started, 3),
+        }
+    )
+
+
+analytics_assets = [monthly_spending]
+
+monthly_spending_automation = dg.AutomationConditionSensorDefinition(
+    "monthly_spending_automation",
+    target=dg.AssetSelection.assets(monthly_spending),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=60,
+    description="Re-computes the account-months whose days were imported again (monthly_spending's condition).",
+)
