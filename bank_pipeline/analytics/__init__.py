@@ -1,0 +1,1 @@
+"""What the enriched ledger answers: exports, and own-account transfers."""
