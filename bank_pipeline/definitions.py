@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from bank_pipeline.orchestration.assets import transaction_assets
+from bank_pipeline.orchestration.assets import analytics_assets, transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.resources import default_resources
@@ -17,7 +17,7 @@ from bank_pipeline.orchestration.tuning import apply_event_log_defaults
 apply_event_log_defaults()  # read by Dagster whenever this process creates or executes a run
 
 defs = dg.Definitions(
-    assets=transaction_assets,
+    assets=[*transaction_assets, *analytics_assets],
     asset_checks=ledger_checks,
     jobs=[import_transactions],
     schedules=[daily_import_schedule],

@@ -291,3 +291,36 @@ transaction_assets = [
     loaded_transactions,
     enriched_transactions,
 ]
+
+ANALYTICS_GROUP = "analytics"
+
+
+class TransfersConfig(dg.Config):
+    """How far apart the two legs of an amount-only match may be booked (the receiving leg on
+    or after the sending leg's day)."""
+
+    window_days: int = 3
+
+
+@dg.asset(
+    group_name=ANALYTICS_GROUP,
+    kinds={"sql"},
+    deps=[enriched_transactions],
+    description="Transfers between the user's own accounts: legs paired one-to-one (identifier → "
+    "reference → amount and dates), labelled `transfers` unless the user set a category.",
+)
+def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.analytics.transfers import update_transfers
+
+    started = time.perf_counter()
+    try:
+        stats = update_transfers(database.get_engine(), window_days=config.window_days, run_id=context.run_id)
+    except BankPipelineError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    metadata: dict[str, object] = dict(stats.as_metadata())
+    metadata["seconds"] = round(time.perf_counter() - started, 3)
+    context.log.info(f"transfers: {stats.new_pairs} new pair(s), {metadata['pairs']} in all")
+    return dg.MaterializeResult(metadata=metadata)
+
+
+analytics_assets = [transfers]
