@@ -21,9 +21,10 @@ import pytest
 import sqlalchemy as sa
 
 from bank_pipeline.analytics.export import COLUMN_NAMES, ledger_frame
+from bank_pipeline.analytics.transfers import update_transfers
 from bank_pipeline.cli import main
 from bank_pipeline.db import make_engine, migrate
-from bank_pipeline.db.schema import accounts, enrichments, transactions
+from bank_pipeline.db.schema import accounts, enrichments, transactions, transfers
 from bank_pipeline.enrich import categorize, enrich_account_days
 from bank_pipeline.enrich.offline import OfflineModel
 from bank_pipeline_tests.enrich_support import add_transactions
@@ -49,6 +50,7 @@ def ledger(tmp_path_factory):
         (day + dt.timedelta(days=2), r"AMAZON.CO.UK*AB12CD34 \ MKTPLACE", "-0.0150"),
         (day + dt.timedelta(days=3), "Café Nero — Zürich branch", "-3.20"),
         (day + dt.timedelta(days=4), "DIRECT DEBIT BRITISH GAS", "-61.00"),
+        (day + dt.timedelta(days=6), "MOCK BANK CARD PAYMENT", "-250.00", None, "BILL_PAYMENT"),  # repays the card
         (LAST, "NETFLIX.COM", "-10.99"),
         (LAST + dt.timedelta(days=1), "OUTSIDE THE RANGE", "-1.00"),  # after --to: never exported
         (FIRST - dt.timedelta(days=1), "BEFORE THE RANGE", "-1.00"),
@@ -70,6 +72,7 @@ def ledger(tmp_path_factory):
         OfflineModel(), run_id="export-test",
     )
     categorize(engine, ids[1], "dining", subcategory="pubs_bars", merchant="The Crown", learn=False)
+    assert update_transfers(engine).new_pairs == 1  # the card repayment: both legs carry its id
     # Booked after the last enrichment: exported with empty category columns.
     ids += add_transactions(engine, card["id"], [(LAST, "NOT ENRICHED YET", "-2.00")])
     yield url, engine, ids
@@ -83,9 +86,11 @@ def _expected(engine) -> dict[int, dict]:
         rows = conn.execute(
             sa.select(t.id, a.account_key, a.display_name, a.kind, t.booking_date, t.amount, t.currency,
                       t.direction, t.description, e.category, e.subcategory, e.merchant, e.essential, e.source,
-                      t.provider_transaction_id)
+                      t.provider_transaction_id, transfers.c.id.label("transfer_id"))
             .join(accounts, a.id == t.account_id)
             .outerjoin(enrichments, e.transaction_id == t.id)
+            .outerjoin(transfers, sa.or_(transfers.c.debit_transaction_id == t.id,
+                                         transfers.c.credit_transaction_id == t.id))
             .where(t.booking_date.between(FIRST, LAST))
         ).all()
     return {
@@ -95,7 +100,7 @@ def _expected(engine) -> dict[int, dict]:
             "currency": r.currency, "direction": r.direction, "description": r.description,
             "category": r.category, "subcategory": r.subcategory, "merchant": r.merchant,
             "essential": None if r.essential is None else bool(r.essential), "category_source": r.source,
-            "provider_transaction_id": r.provider_transaction_id,
+            "provider_transaction_id": r.provider_transaction_id, "transfer_id": r.transfer_id,
         }
         for r in rows
     }
@@ -112,12 +117,13 @@ def _cli(url: str, argv: list[str], monkeypatch, capsysbinary) -> tuple[int, byt
 def test_the_fixture_ledger_covers_what_an_export_must_survive(ledger):
     _, engine, _ = ledger
     expected = _expected(engine)
-    assert len(expected) == 10  # the two rows outside the range are not in it
+    assert len(expected) == 11  # the two rows outside the range are not in it
     values = list(expected.values())
     assert any(v["category"] is None for v in values)
     assert any(v["category_source"] == "override" for v in values)
     assert any(v["currency"] == "EUR" for v in values)
     assert {v["account_kind"] for v in values} == {"account", "card"}
+    assert sum(v["transfer_id"] is not None for v in values) == 2
 
 
 def test_csv_reads_back_equal_to_the_ledger(ledger, tmp_path, monkeypatch, capsysbinary):
@@ -125,7 +131,7 @@ def test_csv_reads_back_equal_to_the_ledger(ledger, tmp_path, monkeypatch, capsy
     out = tmp_path / "ledger.csv"
     code, stdout, err = _cli(url, ["export", "--from", str(FIRST), "--to", str(LAST), "--format", "csv", "--out", str(out)], monkeypatch, capsysbinary)
     assert code == 0, err
-    assert b"exported 10 transaction(s)" in stdout
+    assert b"exported 11 transaction(s)" in stdout
 
     read = pd.read_csv(out, dtype=str, keep_default_na=False)
     assert tuple(read.columns) == COLUMN_NAMES
@@ -142,6 +148,7 @@ def test_csv_reads_back_equal_to_the_ledger(ledger, tmp_path, monkeypatch, capsy
             "essential": {"true": True, "false": False, "": None}[row["essential"]],
             "category_source": row["category_source"] or None,
             "provider_transaction_id": row["provider_transaction_id"] or None,
+            "transfer_id": int(row["transfer_id"]) if row["transfer_id"] else None,
         }
         assert got == want
         assert row["booked_at"].endswith("Z")
@@ -174,6 +181,7 @@ def test_parquet_reads_back_equal_to_the_ledger_with_exact_types(ledger, tmp_pat
                for k in want}
         got["essential"] = None if got["essential"] is None else bool(got["essential"])
         assert isinstance(got["amount"], Decimal)
+        got["transfer_id"] = None if got["transfer_id"] is None else int(got["transfer_id"])
         assert got == want
     # And equal to the frame the export was made from, column for column.
     frame = ledger_frame(engine, FIRST, LAST)
@@ -213,6 +221,9 @@ def test_beancount_passes_bean_check_and_balances_to_the_ledger(ledger, tmp_path
         assert sum(p.units.number for p in txn.postings) == 0
         if want["category"] is None:
             assert txn.postings[1].account.endswith(":Uncategorised")
+        if want["transfer_id"] is not None:  # both legs meet in the clearing account
+            assert txn.postings[1].account == "Assets:Transfers"
+            assert txn.meta["transfer_id"] == str(want["transfer_id"])
     override = next(t for t in txns if expected[int(t.meta["transaction_id"])]["category_source"] == "override")
     assert override.postings[1].account == "Expenses:Dining:PubsBars" and override.payee == "The Crown"
 

@@ -149,6 +149,18 @@ def test_an_identifier_resolves_what_the_amount_cannot():
     # A card purchase is never a leg, whatever its amount.
     shop = [Leg(1, "a", day, Decimal("-50"), "GBP", transaction_category="PURCHASE"), legs[1]]
     assert match_transfers(shop, own) == []
+    # Nor, on amount and dates alone, a refund or income; an identifier still pairs them.
+    refund = [Leg(1, "a", day, Decimal("-50"), "GBP"), Leg(2, "b", day, Decimal("50"), "GBP", category="refunds")]
+    assert match_transfers(refund, own) == []
+    named = [Leg(1, "a", day, Decimal("-50"), "GBP", "TO A/C 87654321"), refund[1]]
+    assert [p.method for p in match_transfers(named, own)] == ["identifier"]
+    # The same sum moved twice, three days apart, each named: the closest legs go together.
+    later = day + dt.timedelta(days=3)
+    twice = [Leg(1, "a", day, Decimal("-250"), "GBP", "TFR TO 04-00-04 87654321"),
+             Leg(2, "b", day, Decimal("250"), "GBP", "FROM A/C 12345678"),
+             Leg(3, "a", later, Decimal("-250"), "GBP", "TFR TO 04-00-04 87654321"),
+             Leg(4, "b", later, Decimal("250"), "GBP", "FROM A/C 12345678")]
+    assert sorted((p.debit, p.credit) for p in match_transfers(twice, own)) == [(1, 2), (3, 4)]
 
 
 # --- the ledger and the command line -------------------------------------------------------------

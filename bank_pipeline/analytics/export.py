@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from bank_pipeline.db.schema import accounts, enrichments, transactions
+from bank_pipeline.db.schema import accounts, enrichments, transactions, transfers
 from bank_pipeline.errors import BankPipelineError
 
 
@@ -63,6 +63,7 @@ COLUMNS: tuple[Column, ...] = (
         pa.string(),
         "TrueLayer's stable transaction id, when sent",
     ),
+    Column("transfer_id", pa.int64(), "the pair's id when it is a leg of a transfer between own accounts"),
 )
 COLUMN_NAMES = tuple(c.name for c in COLUMNS)
 ARROW_SCHEMA = pa.schema([pa.field(c.name, c.arrow) for c in COLUMNS])
@@ -100,10 +101,14 @@ def ledger_frame(engine: Engine, date_from: dt.date, date_to: dt.date) -> pd.Dat
             e.source.label("category_source"),
             t.provider_transaction_id,
             t.normalised_provider_transaction_id,
+            transfers.c.id.label("transfer_id"),
         )
         .select_from(
-            transactions.join(accounts, accounts.c.id == t.account_id).outerjoin(
-                enrichments, enrichments.c.transaction_id == t.id
+            transactions.join(accounts, accounts.c.id == t.account_id)
+            .outerjoin(enrichments, enrichments.c.transaction_id == t.id)
+            .outerjoin(
+                transfers,
+                sa.or_(transfers.c.debit_transaction_id == t.id, transfers.c.credit_transaction_id == t.id),
             )
         )
         .where(t.booking_date.between(date_from, date_to))
@@ -120,6 +125,7 @@ def ledger_frame(engine: Engine, date_from: dt.date, date_to: dt.date) -> pd.Dat
             row["essential"] = bool(row["essential"])
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMN_NAMES))
     frame["transaction_id"] = frame["transaction_id"].astype("int64")
+    frame["transfer_id"] = frame["transfer_id"].astype("Int64")
     frame["booked_at"] = pd.to_datetime(frame["booked_at"], utc=True)
     frame = frame.astype({"essential": "object"})
     return frame
@@ -239,6 +245,8 @@ def write_beancount(frame: pd.DataFrame, stream: IO[str]) -> None:
             head += f" {_quoted(payee)}"
         stream.write(f"\n{head} {_quoted(row['description'])}\n")
         stream.write(f'  transaction_id: "{row["transaction_id"]}"\n')
+        if row["transfer_id"] is not None:
+            stream.write(f'  transfer_id: "{row["transfer_id"]}"\n')
         if row["category"]:
             stream.write(f"  category: {_quoted(row['category'])}\n")
         stream.write(f"  {own}  {amount_text(amount)} {row['currency']}\n")

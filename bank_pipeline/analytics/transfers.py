@@ -4,6 +4,7 @@ Matching, most certain first (`match_transfers`, a pure function over `Leg`s):
 
 1. **identifier**: a leg names one of the user's other accounts (its IBAN, sort code + account
    number or account number, in TrueLayer's `meta.counter_party_iban` or in the description);
+   of two such candidates, the one closest in time is taken when that is so for both legs;
 2. **reference**: two legs in different accounts carry the same bank reference
    (`meta.provider_reference`);
 3. **amount**: otherwise, the exact opposite amount in the same currency, the receiving (credit)
@@ -13,7 +14,8 @@ Every tier also needs the opposite amount, the same currency and that date windo
 different accounts; every pair is one-to-one and unique in both directions: when a leg has two
 candidates (two £9.99 payments on one day), nothing is paired — a missed transfer is better than
 a false one. Card purchases, cash withdrawals, fees and interest are never legs of a transfer,
-but they still count as candidates, so they make an amount-only match ambiguous.
+nor, on amount and dates alone, legs labelled income or refunds; they still count as candidates,
+so they make an amount-only match ambiguous.
 
 `update_transfers` runs the matcher over the ledger, records pairs in `transfers`, and gives
 paired legs the category `transfers` (own_accounts) unless the user set a category
@@ -53,6 +55,8 @@ MAX_WINDOW_DAYS = 31
 CATEGORY, SUBCATEGORY, SOURCE = "transfers", "own_accounts", "transfer"
 # TrueLayer transaction categories that are never a leg of a transfer between own accounts.
 NEVER_TRANSFER = frozenset({"PURCHASE", "ATM", "CASH", "FEE_CHARGE", "INTEREST", "DIVIDEND"})
+# Categories (the enrichment's, or the user's) of money from someone else: never a leg either.
+NEVER_TRANSFER_CATEGORIES = frozenset({"income", "refunds"})
 METHODS = ("identifier", "reference", "amount", "user")
 _ENRICHMENT_KEEP = ("category", "subcategory", "merchant", "merchant_type", "essential", "payment_method",
                     "confidence", "source", "provider", "model", "cache_key", "flags", "run_id")
@@ -95,6 +99,17 @@ class Leg:
     transaction_category: str | None = None
     counterparty_iban: str | None = None
     reference: str | None = None
+    category: str | None = None  # the enrichment's category, when known
+
+    @property
+    def can_be_named_leg(self) -> bool:
+        """May be a leg when an account identifier or a reference says so."""
+        return (self.transaction_category or "").upper() not in NEVER_TRANSFER
+
+    @property
+    def can_be_a_leg(self) -> bool:
+        """May be a leg on its amount and date alone."""
+        return self.can_be_named_leg and self.category not in NEVER_TRANSFER_CATEGORIES
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,20 @@ def _one_to_one(proposals: set[tuple[Hashable, Hashable]]) -> set[tuple[Hashable
     return {(d, c) for d, c in proposals if debits[d] == 1 and credits[c] == 1}
 
 
+def _closest(proposals: set[tuple[Hashable, Hashable]], by_id: dict) -> set[tuple[Hashable, Hashable]]:
+    """Of the proposals, those that are the closest in time for both their legs (two transfers of
+    the same sum between the same accounts a few days apart, each named by its account)."""
+    def lag(pair):
+        return (by_id[pair[1]].day - by_id[pair[0]].day).days
+
+    best_d: dict[Hashable, int] = {}
+    best_c: dict[Hashable, int] = {}
+    for pair in proposals:
+        best_d[pair[0]] = min(best_d.get(pair[0], lag(pair)), lag(pair))
+        best_c[pair[1]] = min(best_c.get(pair[1], lag(pair)), lag(pair))
+    return {p for p in proposals if lag(p) == best_d[p[0]] == best_c[p[1]]}
+
+
 def match_transfers(
     legs: Iterable[Leg],
     own_accounts: Iterable[OwnAccount],
@@ -161,7 +190,8 @@ def match_transfers(
     refused = set(rejected)
     by_id = {leg.id: leg for leg in legs if leg.amount != 0}
     # Card purchases, cash, fees are never paired, but still make another leg's match ambiguous.
-    eligible = {i for i, leg in by_id.items() if (leg.transaction_category or "").upper() not in NEVER_TRANSFER}
+    eligible = {i for i, leg in by_id.items() if leg.can_be_a_leg}
+    named_ok = {i for i, leg in by_id.items() if leg.can_be_named_leg}
     debits = [leg for leg in by_id.values() if leg.amount < 0]
     credits = [leg for leg in by_id.values() if leg.amount > 0]
     # Candidates in every tier: opposite amount, same currency, in the window, different accounts.
@@ -190,22 +220,22 @@ def match_transfers(
         d = by_id[d_id]
         for c_id in cands:
             c = by_id[c_id]
-            if d_id not in eligible or c_id not in eligible:
+            if d_id not in named_ok or c_id not in named_ok:
                 continue
             if (c.account_id in named[d_id] or d.account_id in named[c_id]) and not (
                 named[d_id] - {c.account_id} or named[c_id] - {d.account_id}
             ):
                 proposals.add((d_id, c_id))
-    accept(_one_to_one(proposals), "identifier")
+    accept(_one_to_one(_closest(proposals, by_id)), "identifier")
 
     # 2. a shared bank reference
     proposals = set()
     for d_id, cands in candidates.items():
         ref = (by_id[d_id].reference or "").strip()
-        if d_id in taken or d_id not in eligible or not ref:
+        if d_id in taken or d_id not in named_ok or not ref:
             continue
         for c_id in cands:
-            if c_id not in taken and c_id in eligible and (by_id[c_id].reference or "").strip() == ref:
+            if c_id not in taken and c_id in named_ok and (by_id[c_id].reference or "").strip() == ref:
                 proposals.add((d_id, c_id))
     accept(_one_to_one(proposals), "reference")
 
@@ -266,8 +296,9 @@ def load_legs(conn: Connection) -> tuple[list[Leg], list[OwnAccount]]:
     t = transactions.c
     rows = conn.execute(
         sa.select(t.id, t.account_id, t.booking_date, t.amount, t.currency, t.description,
-                  t.transaction_category, raw_transactions.c.payload)
-        .select_from(transactions.outerjoin(raw_transactions, raw_transactions.c.id == t.raw_transaction_id))
+                  t.transaction_category, raw_transactions.c.payload, enrichments.c.category)
+        .select_from(transactions.outerjoin(raw_transactions, raw_transactions.c.id == t.raw_transaction_id)
+                     .outerjoin(enrichments, enrichments.c.transaction_id == t.id))
         .order_by(t.id)
     )
     legs = []
@@ -277,7 +308,7 @@ def load_legs(conn: Connection) -> tuple[list[Leg], list[OwnAccount]]:
             Leg(
                 r.id, r.account_id, r.booking_date, Decimal(r.amount), r.currency, r.description or "",
                 r.transaction_category, str(meta.get("counter_party_iban") or "") or None,
-                str(meta.get("provider_reference") or "") or None,
+                str(meta.get("provider_reference") or "") or None, r.category,
             )
         )
     return legs, own
