@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import math
 from collections.abc import Callable
+from datetime import date
 
 MAX_DATABASE_ID = 2**63 - 1  # BIGINT; SQLite's INTEGER has the same range
 
@@ -50,3 +51,11 @@ def number_between(low: float, high: float, what: str = "a number") -> Callable[
 
 database_id = int_between(1, MAX_DATABASE_ID, "an id (a whole number)")
 port = int_between(0, 65535, "a port")
+
+
+def iso_date(value: str) -> date:
+    """An argparse type: a calendar date written YYYY-MM-DD."""
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("invalid")
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{_shown(value)} is not a date (YYYY-MM-DD)") from None

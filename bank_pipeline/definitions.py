@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from bank_pipeline.orchestration.analytics import analytics_assets, monthly_spending_automation
+from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation
 from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks
 from bank_pipeline.orchestration.jobs import import_transactions
@@ -19,12 +19,12 @@ apply_event_log_defaults()  # read by Dagster whenever this process creates or e
 
 defs = dg.Definitions(
     # The import job selects only the transaction assets (one partitions definition: account × day);
-    # monthly_spending (account × month) follows them through its automation condition.
+    # transfers and monthly_spending (account × month) follow through their automation conditions.
     assets=[*transaction_assets, *analytics_assets],
     asset_checks=ledger_checks,
     jobs=[import_transactions],
     schedules=[daily_import_schedule],
-    sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor, monthly_spending_automation],
+    sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor, analytics_automation],
     resources=default_resources(),
     # Runs launched from the UI (`__ASSET_JOB`) run their five short steps in one process too.
     executor=dg.in_process_executor,

@@ -1,1 +1,1 @@
-"""Figures computed from the enriched ledger (downstream of `enriched_transactions`)."""
+"""Answers from the enriched ledger: monthly spending, own-account transfers, exports."""

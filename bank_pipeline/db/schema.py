@@ -10,6 +10,7 @@ account × day partitions without an IO manager. Layers, in pipeline order:
     transaction_history              earlier versions of corrected ledger rows
     pending_transactions             the account's current pending set, replaced on each fetch
     enrichments                      one categorisation per transaction
+    transfers / transfer_rejections  pairs of legs between the user's own accounts; pairs refused
 
 Amounts are signed Decimals (debits negative). Secrets are stored only Fernet-encrypted.
 """
@@ -373,6 +374,33 @@ llm_calls = Table(
     Column("outcome", String(32), nullable=False),  # ok | partial | error
     Column("error", Text),
     _ts("created_at", False),
+)
+
+# --- what the ledger answers ------------------------------------------------------------------
+
+transfers = Table(
+    "transfers",
+    metadata,
+    # One transfer between two of the user's own accounts: the leg that left and the one that arrived.
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("debit_transaction_id", Id, ForeignKey("transactions.id"), nullable=False, unique=True),
+    Column("credit_transaction_id", Id, ForeignKey("transactions.id"), nullable=False, unique=True),
+    Column("method", String(16), nullable=False),  # identifier | reference | amount | user
+    # Each leg's enrichment before it was labelled `transfers`, put back if the pair is rejected.
+    Column("debit_previous", JSON),
+    Column("credit_previous", JSON),
+    Column("run_id", String(64)),
+    _ts("created_at", False),
+)
+
+transfer_rejections = Table(
+    "transfer_rejections",
+    metadata,
+    # A pair the user said is not a transfer: never proposed again.
+    Column("debit_transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    Column("credit_transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
+    Column("transfer_id", Id),  # the id the pair had
+    _ts("rejected_at", False),
 )
 
 # --- automation -------------------------------------------------------------------------------

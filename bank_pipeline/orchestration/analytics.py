@@ -1,16 +1,18 @@
-"""Assets downstream of the enriched ledger: `monthly_spending`, partitioned by account × month.
+"""Assets downstream of the enriched ledger: `transfers` (pairs of legs between the user's own
+accounts) and `monthly_spending`, partitioned by account × month.
 
 Each account-month depends on that account's days of the month (`DAYS_TO_MONTHS`), and its
 automation condition asks for it again whenever one of those days is re-materialized — by the
 daily schedule, a webhook run, `bank-pipeline import` or a UI backfill — once no run is still
 importing them. So a backfill of days refreshes exactly the months it touched, and nothing else.
-The runs are launched by `monthly_spending_automation` (a sensor, evaluated by the daemon).
+The runs are launched by `analytics_automation` (a sensor, evaluated by the daemon).
 """
 
 import time
 
 import dagster as dg
 
+from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.orchestration.assets import _accounts_for, enriched_transactions
 from bank_pipeline.orchestration.partitions import (
     DAYS_TO_MONTHS,
@@ -46,6 +48,45 @@ REFRESH_WHEN_DAYS_CHANGE = (
     & ~dg.AutomationCondition.any_deps_in_progress()
     & ~dg.AutomationCondition.in_progress()
 ).with_label("days of this account-month imported since it was last requested, or never computed")
+
+
+# Pairs again after any import, once nothing upstream is still running. Unpartitioned: a pair may
+# span two accounts and any two days.
+PAIR_AFTER_IMPORTS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("days imported since transfers were last paired")
+
+
+class TransfersConfig(dg.Config):
+    """How far apart the two legs of an amount-only match may be booked (the receiving leg on
+    or after the sending leg's day)."""
+
+    window_days: int = 3
+
+
+@dg.asset(
+    group_name=GROUP,
+    automation_condition=PAIR_AFTER_IMPORTS,
+    kinds={"sql"},
+    deps=[enriched_transactions],
+    description="Transfers between the user's own accounts: legs paired one-to-one (identifier → "
+    "reference → amount and dates), labelled `transfers` unless the user set a category.",
+)
+def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.analytics.transfers import update_transfers
+
+    started = time.perf_counter()
+    try:
+        stats = update_transfers(database.get_engine(), window_days=config.window_days, run_id=context.run_id)
+    except BankPipelineError as exc:
+        raise dg.Failure(description=str(exc), allow_retries=False) from None
+    metadata: dict[str, object] = dict(stats.as_metadata())
+    metadata["seconds"] = round(time.perf_counter() - started, 3)
+    context.log.info(f"transfers: {stats.new_pairs} new pair(s), {metadata['pairs']} in all")
+    return dg.MaterializeResult(metadata=metadata)
+
 
 
 @dg.asset(
@@ -92,12 +133,13 @@ def monthly_spending(context: dg.AssetExecutionContext, database: AppDatabase) -
     )
 
 
-analytics_assets = [monthly_spending]
+analytics_assets = [transfers, monthly_spending]
 
-monthly_spending_automation = dg.AutomationConditionSensorDefinition(
-    "monthly_spending_automation",
-    target=dg.AssetSelection.assets(monthly_spending),
+analytics_automation = dg.AutomationConditionSensorDefinition(
+    "analytics_automation",
+    target=dg.AssetSelection.assets(transfers, monthly_spending),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Re-computes the account-months whose days were imported again (monthly_spending's condition).",
+    description="Pairs transfers again and re-computes the account-months whose days were imported again "
+    "(the assets' automation conditions).",
 )

@@ -756,6 +756,9 @@ async def ground_truth(request: Request) -> Response:
                     "merchant_name": sent_text(t, t.merchant_name),
                     "true_category": t.true_category,
                     "true_subcategory": t.true_subcategory,
+                    # Both legs of a transfer between the user's own accounts share this id.
+                    "transfer_pair": t.transfer_pair,
+                    "planted": t.planted,  # e.g. "same_amount": unrelated, made to look pairable
                     "transaction_type": t.transaction_type,
                     "transaction_category": t.tl_category,
                     "pending_provider_transaction_id": t.pending_pti,

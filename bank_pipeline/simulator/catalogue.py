@@ -811,3 +811,29 @@ PEOPLE = ("J SMITH", "M JONES", "A PATEL", "S WILLIAMS", "R BROWN", "K TAYLOR", 
 FRIEND_REFS = ("DINNER", "RENT SHARE", "BIRTHDAY", "THANKS", "HOLIDAY", "TICKETS", "BILLS")
 ATM_PLACES = ("HIGH ST", "SAINSBURYS", "POST OFFICE", "TESCO", "STATION RD", "MARKET SQ")
 MONTHS = ("JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC")
+
+# Transfers between a user's own current accounts (multi-N users): what each leg says. "{sort}",
+# "{number}" and "{iban}" are the *other* account's; templates without them carry no identifier,
+# so only the amount and the dates can pair the legs.
+OWN_TRANSFER_OUT = (
+    "TFR TO {sort} {number}",
+    "TO A/C {number} MOBILE TFR",
+    "MOBILE BANKING TRANSFER",
+    "FASTER PAYMENT OUT",
+)
+OWN_TRANSFER_IN = (
+    "TFR FROM {sort} {number}",
+    "FROM A/C {number}",
+    "FASTER PAYMENT RECEIVED",
+    "BANK TRANSFER IN",
+)
+
+# Planted on purpose (multi-N users with two or more current accounts): on the 15th, the same
+# £9.99 leaves two different accounts for two unrelated subscriptions, and £9.99 comes back to a
+# third as a refund. Nothing here is a transfer: a matcher that pairs by amount alone is fooled.
+PLANTED_SAME_AMOUNT = (
+    ("AUDIBLE UK ADBL.CO/PYMT", "Audible", "subscriptions", "streaming"),
+    ("NOW TV SUBSCRIPTION", "NOW", "subscriptions", "streaming"),
+)
+PLANTED_REFUND = ("APPLE.COM/BILL REFUND", "Apple", "refunds", "refund")
+PLANTED_PENCE = 999

@@ -79,6 +79,7 @@ class AccountSpec:
     pool: str = "debit"  # "debit" | "credit"
     pays_card: str | None = None  # key of the card this account pays monthly
     saves_to: tuple[str, int] | None = None  # (savings key, pence) standing order on the 28th
+    sends_to: str | None = None  # key of an own current account it moves money to (multi-N users)
     interest_rate: float = 0.0  # savings: annual rate
     ts_styles: tuple[int, ...] = (1, 1, 1, 0, 2, 3)  # weights for timestamp styles 0..3
     desc_style: int = 0
@@ -305,6 +306,11 @@ def _multi(seed: int, user: str, n: int) -> UserSpec:
                 desc_style=i % 4,
             )
         )
+    # Each current account that pays no card tops up the next current account (own transfers).
+    current = [i for i, a in enumerate(accounts) if a.kind == "account"]
+    for here, there in zip(current, current[1:], strict=False):
+        if not accounts[here].pays_card:
+            accounts[here] = AccountSpec(**{**accounts[here].__dict__, "sends_to": accounts[there].key})
     return UserSpec(
         user,
         f"Multi User {n}",
@@ -351,6 +357,10 @@ class Txn:
     running_balance: int | None = None
     static: dict | None = None
     pending_static: dict | None = None
+    # Ground truth beyond the category: both legs of a transfer between the user's own accounts
+    # carry the sending leg's uid; rows planted to fool transfer matching say why.
+    transfer_pair: str | None = None
+    planted: str | None = None
 
     @property
     def transaction_type(self) -> str:
@@ -460,6 +470,9 @@ class _Gen:
         self.days = _Days(start - 40, end + 40)
         self.out: dict[str, list[Txn]] = {a.key: [] for a in spec.accounts}
         self.counters: dict[str, int] = {a.key: 0 for a in spec.accounts}
+        # Rows added after the original generator (own transfers, planted payments) number apart,
+        # so every earlier row keeps its uid and ids.
+        self.extra_counters: dict[str, int] = {a.key: 0 for a in spec.accounts}
         self.by_key = {a.key: a for a in spec.accounts}
         self.card_spend: dict[tuple[str, int, int], int] = {}
         self.refunds: dict[str, list[tuple[int, cat.Merchant, int]]] = {a.key: [] for a in spec.accounts}
@@ -484,10 +497,12 @@ class _Gen:
         meta: dict | None = None,
         card_purchase: bool = False,
         pending_amount: int | None = None,
+        uid_tag: str = "",
     ) -> Txn:
-        n = self.counters[acct.key]
-        self.counters[acct.key] = n + 1
-        uid = f"{self.spec.user}:{acct.key}:{n}"
+        counters = self.extra_counters if uid_tag else self.counters
+        n = counters[acct.key]
+        counters[acct.key] = n + 1
+        uid = f"{self.spec.user}:{acct.key}:{uid_tag}{n}"
         booking = available = day
         pending_from = None
         if card_purchase:
@@ -681,7 +696,72 @@ class _Gen:
         for acct in others:
             if acct.account_type == "SAVINGS":
                 self.run_savings(acct)
+        for acct in others:
+            if acct.sends_to:
+                self.run_own_transfers(acct, self.by_key[acct.sends_to])
+        current = [a for a in others if a.account_type == "TRANSACTION"]
+        if self.spec.user.startswith("multi-") and len(current) >= 2:
+            self.run_planted(current)
         return self.out
+
+    def run_own_transfers(self, acct: AccountSpec, to: AccountSpec) -> None:
+        """Money moved from `acct` to the user's own account `to`: a monthly top-up on the 3rd
+        (pounds and pence) and occasional round sums; the receiving leg lands 0-3 days later.
+        Some descriptions name the other account, some carry a shared reference, some neither."""
+        for day in range(self.start, self.end + 1):
+            d = self.days.info[day][0]
+            rng = self.rng(acct.key, day, "own-transfer")
+            if d.day == 3:
+                amount = rng.randint(5_000, 60_000)
+            elif rng.random() < 0.02:
+                amount = rng.choice((5_000, 10_000, 15_000, 20_000, 25_000, 50_000))
+            else:
+                continue
+            lag = rng.choices((0, 1, 2, 3), weights=(5, 3, 1, 1))[0]
+            out_text = rng.choice(cat.OWN_TRANSFER_OUT)
+            in_text = rng.choice(cat.OWN_TRANSFER_IN)
+            meta_out: dict = {"provider_transaction_category": "FPO"}
+            meta_in: dict = {"provider_transaction_category": "FPI"}
+            style = rng.random()
+            if style < 0.3:
+                meta_out["counter_party_iban"] = to.iban
+            elif style < 0.5:
+                meta_out["provider_reference"] = meta_in["provider_reference"] = f"OWN{_hint(acct.key, day) % 10**8:08d}"
+            minute = rng.randint(420, 1320)
+            out_leg = self.add(
+                acct, rng, day, minute, -amount,
+                out_text.format(sort=to.sort_code, number=to.number, iban=to.iban),
+                "TRANSFER", (), "transfers", "own_accounts", meta=meta_out, uid_tag="t",
+            )
+            in_leg = self.add(
+                to, self.rng(to.key, day, "own-transfer-in"), day + lag, minute if not lag else 30, amount,
+                in_text.format(sort=acct.sort_code, number=acct.number, iban=acct.iban),
+                "TRANSFER", (), "transfers", "own_accounts", meta=meta_in, uid_tag="t",
+            )
+            out_leg.transfer_pair = in_leg.transfer_pair = out_leg.uid
+
+    def run_planted(self, current: list[AccountSpec]) -> None:
+        """On the 15th: the same £9.99 leaves two accounts for two unrelated subscriptions, and
+        £9.99 is refunded into a third (or the first) the same day. None of it is a transfer."""
+        payers = current[:2]
+        refunded = current[2] if len(current) > 2 else current[0]
+        for day in range(self.start, self.end + 1):
+            if self.days.info[day][0].day != 15:
+                continue
+            for acct, (text, merchant, category, sub) in zip(payers, cat.PLANTED_SAME_AMOUNT, strict=True):
+                txn = self.add(
+                    acct, self.rng(acct.key, day, "planted"), day, 300, -cat.PLANTED_PENCE, text,
+                    "PURCHASE", (), category, sub,
+                    merchant_name=merchant, meta=self.card_meta(acct, None), uid_tag="p",
+                )
+                txn.planted = "same_amount"
+            text, merchant, category, sub = cat.PLANTED_REFUND
+            txn = self.add(
+                refunded, self.rng(refunded.key, day, "planted"), day, 600, cat.PLANTED_PENCE, text,
+                "CREDIT", (), category, sub, merchant_name=merchant,
+                meta={"provider_transaction_category": "CR"}, uid_tag="p",
+            )
+            txn.planted = "same_amount"
 
     def run_spending(self, acct: AccountSpec) -> None:
         merchants, weights = self.pools(acct)
@@ -884,7 +964,7 @@ class _Gen:
                 desc = rng.choice(
                     (f"TO A/C {sav.number} SAVINGS", f"TFR TO EASY SAVER {sav.sort_code} {sav.number}")
                 )
-                self.add(
+                out_leg = self.add(
                     acct,
                     rng,
                     day,
@@ -899,7 +979,7 @@ class _Gen:
                 )
                 srng = self.rng(skey, day, "in")
                 sdesc = srng.choice((f"FROM A/C {acct.number}", "TRANSFER FROM CURRENT ACCOUNT"))
-                self.add(
+                in_leg = self.add(
                     sav,
                     srng,
                     day,
@@ -912,13 +992,14 @@ class _Gen:
                     "own_accounts",
                     meta={"provider_transaction_category": "TFR"},
                 )
+                out_leg.transfer_pair = in_leg.transfer_pair = out_leg.uid
             # credit card payment on the 12th (both legs): last month's spending
             if acct.pays_card and dom == 12:
                 card = self.by_key[acct.pays_card]
                 prev = d.replace(day=1) - timedelta(days=1)
                 owed = self.card_spend.get((card.key, prev.year, prev.month), 0)
                 if owed > 0:
-                    self.add(
+                    out_leg = self.add(
                         acct,
                         rng,
                         day,
@@ -933,7 +1014,7 @@ class _Gen:
                     )
                     crng = self.rng(card.key, day, "payment")
                     cdesc = crng.choice(("PAYMENT RECEIVED - THANK YOU", "DIRECT DEBIT PAYMENT - THANK YOU"))
-                    self.add(
+                    in_leg = self.add(
                         card,
                         crng,
                         day,
@@ -946,6 +1027,7 @@ class _Gen:
                         "own_accounts",
                         meta=self.card_meta(card, None),
                     )
+                    out_leg.transfer_pair = in_leg.transfer_pair = out_leg.uid
 
     def run_savings(self, acct: AccountSpec) -> None:
         legs = sorted(self.out[acct.key], key=lambda t: (t.booking_day, t.minute))

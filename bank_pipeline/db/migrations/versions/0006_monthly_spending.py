@@ -1,14 +1,14 @@
 """monthly_spending: income, spending and net per account × month × category × currency
 
-Revision ID: 0005_monthly_spending
-Revises: 0004_enrich_queue
+Revision ID: 0006_monthly_spending
+Revises: 0005_transfers
 """
 
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0005_monthly_spending"
-down_revision = "0004_enrich_queue"
+revision = "0006_monthly_spending"
+down_revision = "0005_transfers"
 branch_labels = None
 depends_on = None
 
