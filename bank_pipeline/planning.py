@@ -405,11 +405,13 @@ def format_plan(plan: BackfillPlan) -> str:
 
 # --- the daily import over the whole population -------------------------------------------------
 
-# Dagster's cost of one import run (launch, five steps, event log), measured by the `daily_schedule`
+# Dagster's cost of one import run (launch, five steps, checks, event log), from the `daily_schedule`
 # bench: 2.66 s per one-account run with 100 ms bank calls, on the 2-core development machine.
 RUN_OVERHEAD_SECONDS = 2.5
-# Database work per account in a run (normalize, dedup, load, enrich a few days), same machine.
-ACCOUNT_SECONDS = 0.15
+# Work per account in a grouped run besides its bank calls (normalize, dedup, load, enrich and the
+# event log for a few days): the `daily_scale` bench, 50 accounts in 23.6 s of which 4.2 s fetching,
+# on the same machine under load (an upper bound).
+ACCOUNT_SECONDS = 0.3
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """The daily import at scale (issue 13): one run per account vs runs of up to 50 accounts.
 
 Both on the same connected accounts (the simulator's `multi-N` user, 100 ms per bank call), after
-30 days of history landed: yesterday + the look-back window, runs executed one after another as
+a week of history landed: yesterday + the look-back window, runs executed one after another as
 the daemon's queue would launch them. Prints runs launched, bank calls, wall time and the cost per
 account of each way, and what that means for 1,000 accounts.
 
@@ -11,6 +11,7 @@ account of each way, and what that means for 1,000 accounts.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import os
 import time
@@ -29,12 +30,20 @@ TODAY = dt.date(2026, 11, 20)
 POPULATION = 1000
 
 
-def _execute(job, instance, requests) -> float:
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _execute(job, instance, requests) -> tuple[float, float]:
+    """(wall seconds, seconds spent in the fetch steps) for the runs, one after another."""
+    from bank_pipeline.orchestration.runner import _metadata_by_asset
+
     started = time.perf_counter()
+    fetch = 0.0
     for request in requests:
-        result = job.execute_in_process(instance=instance, tags=request.tags, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, tags=request.tags, run_config=QUIET, raise_on_error=False)
         assert result.success, f"run {result.run_id} failed"
-    return time.perf_counter() - started
+        fetch += _metadata_by_asset(result)["fetched_transactions"]["seconds"]
+    return time.perf_counter() - started, fetch
 
 
 def run(args) -> None:
@@ -48,23 +57,27 @@ def run(args) -> None:
             sync_account_partitions(instance, [a["account_key"] for a in accounts])
             order = list(instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
             job = import_job(settings)
-            # The history a daily run finds already there: the last 30 days, landed once (one run).
-            history = group_range_tags(order, TODAY - dt.timedelta(days=30), TODAY - dt.timedelta(days=2))
-            assert job.execute_in_process(instance=instance, tags=history).success
+            # The history a daily run finds already there: the week before, landed once (one run).
+            history = group_range_tags(order, TODAY - dt.timedelta(days=8), TODAY - dt.timedelta(days=2))
+            assert job.execute_in_process(instance=instance, tags=history, run_config=QUIET).success
 
+            per_run = settings.accounts_per_run
             figures = {}
-            for label, keys, per_run in (
-                ("one run per account", order[:sample], 1),
-                (f"grouped, {settings.accounts_per_run} a run", order, settings.accounts_per_run),
+            for label, keys, group, concurrency in (
+                ("one run per account", order[:sample], 1, 1),
+                (f"{per_run} a run, 1 call at once", order, per_run, 1),
+                (f"{per_run} a run, {settings.fetch_concurrency} at once", order, per_run, settings.fetch_concurrency),
             ):
                 reset_sim_stats(sim)
-                requests = daily_run_requests(keys, tick, settings.timezone, settings.lookback_days, per_run)
-                wall = _execute(job, instance, requests)
+                requests = daily_run_requests(keys, tick, settings.timezone, settings.lookback_days, group)
+                run_job = import_job(dataclasses.replace(settings, fetch_concurrency=concurrency))
+                wall, fetch = _execute(run_job, instance, requests)
                 calls = sim_stats(sim).get("data_api_calls")
-                figures[label] = (len(keys), len(requests), calls, wall)
+                figures[label] = (len(keys), len(requests), calls, wall, fetch)
             print(f"daily import, yesterday + {settings.lookback_days}-day look-back, 100 ms per bank call, "
-                  f"fetch concurrency {settings.fetch_concurrency}, SQLite app DB and Dagster storage:")
-            for label, (n, runs, calls, wall) in figures.items():
+                  "SQLite app DB and Dagster storage, runs one after another:")
+            for label, (n, runs, calls, wall, fetch) in figures.items():
                 per_account = wall / n
-                print(f"  {label:<22} {n:>3} accounts: {runs:>3} runs, {calls} Data API calls, wall {wall:.1f}s "
-                      f"({per_account:.2f}s per account; {POPULATION:,} accounts ≈ {per_account * POPULATION / 60:.0f} min)")
+                print(f"  {label:<24} {n:>3} accounts: {runs:>3} runs, {calls} Data API calls, wall {wall:.1f}s, "
+                      f"fetch steps {fetch:.1f}s ({per_account:.2f}s per account; {POPULATION:,} accounts "
+                      f"≈ {per_account * POPULATION / 60:.0f} min)")
