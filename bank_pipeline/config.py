@@ -50,6 +50,13 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
+def _positive_int(name: str, default: int) -> int:
+    value = _int(name, default)
+    if value < 1:
+        raise ConfigError(f"{name} must be a whole number of at least 1, got {value}")
+    return value
+
+
 def partition_timezone() -> str:
     """BANK_PIPELINE_TIMEZONE (IANA name; the partitions' calendar), validated."""
     from zoneinfo import ZoneInfo
@@ -112,6 +119,9 @@ class Settings:
     enrich_queue_delay_hours: float = 24.0
     enrich_queue_max_delay_hours: float = 2160.0
     enrich_batch_api_min: int = 0
+    # Scale: accounts per daily/webhook run, and concurrent bank calls within a run's fetch step.
+    accounts_per_run: int = 50
+    fetch_concurrency: int = 8
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -158,6 +168,8 @@ class Settings:
             enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
             enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
             enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
+            accounts_per_run=_positive_int("BANK_PIPELINE_ACCOUNTS_PER_RUN", 50),
+            fetch_concurrency=_positive_int("BANK_PIPELINE_FETCH_CONCURRENCY", 8),
         )
 
     def require_client_credentials(self) -> tuple[str, str]:

@@ -12,6 +12,8 @@ from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, connections
 from bank_pipeline.orchestration.partitions import (
     ACCOUNT_TAG,
+    ACCOUNTS_PARTITIONS_NAME,
+    ACCOUNTS_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
     account_keys_from_tags,
@@ -33,7 +35,7 @@ def _add_accounts(engine, keys: list[str]) -> None:
         for i, key in enumerate(keys):
             conn.execute(
                 accounts.insert().values(
-                    account_key=key, identity=f"sort:000000:{i:08d}", connection_id=cid, kind="account",
+                    account_key=key, identity=f"sort:000000:{key}", connection_id=cid, kind="account",
                     provider_account_id=f"prov-{key}", display_name=f"Account {i}", currency="GBP",
                     created_at=now, updated_at=now,
                 )
@@ -77,16 +79,91 @@ def test_daily_schedule_requests_yesterday_plus_lookback_for_every_account(monke
         tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
         requests = list(daily_import_schedule.evaluate_tick(context).run_requests)
-        assert len(requests) == len(keys)  # one run per account: the queue limits one per account
-        requested = set()
-        for request in requests:
-            requested |= _partitions_of(request.tags, instance)
-            assert request.tags[ACCOUNT_TAG] in keys
+        assert len(requests) == 1  # up to 50 accounts (the default) share a run
         days = [dt.date(2026, 11, d) for d in (17, 18, 19, 20)]
-        assert requested == {partition_key(k, d) for k in keys for d in days}
+        assert _partitions_of(requests[0].tags, instance) == {partition_key(k, d) for k in keys for d in days}
+        order = list(instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
+        assert requests[0].tags[ACCOUNTS_TAG].split(",") == order and ACCOUNT_TAG not in requests[0].tags
         # Same tick again: same run keys, so Dagster launches nothing twice.
         again = list(daily_import_schedule.evaluate_tick(context).run_requests)
         assert [r.run_key for r in again] == [r.run_key for r in requests]
+
+
+def test_daily_runs_group_accounts_in_partition_order_and_cover_each_once():
+    from bank_pipeline.orchestration.schedules import daily_run_requests
+
+    keys = [f"a{i:02d}" for i in (5, 1, 4, 2, 3)]  # partition order is the order added, not sorted
+    tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
+    days = [dt.date(2026, 11, d) for d in (17, 18, 19, 20)]
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME, keys)
+        order = list(instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
+        grouped = daily_run_requests(order, tick, "Europe/London", 3, accounts_per_run=2)
+        assert [r.tags.get(ACCOUNTS_TAG) or r.tags[ACCOUNT_TAG] for r in grouped] == ["a05,a01", "a04,a02", "a03"]
+        covered = [_partitions_of(r.tags, instance) for r in grouped]
+        assert sum(len(c) for c in covered) == len(keys) * len(days)  # no account-day in two runs
+        assert set().union(*covered) == {partition_key(k, d) for k in keys for d in days}
+        assert account_keys_from_tags(grouped[0].tags, sorted(keys)) == ["a05", "a01"]
+        # One per run: today's shape, each run tagged with its account for the queue's limit.
+        single = daily_run_requests(order, tick, "Europe/London", 3)
+        assert [r.tags[ACCOUNT_TAG] for r in single] == order
+        assert len({r.run_key for r in grouped}) == len(grouped)
+
+
+def test_webhook_runs_group_neighbouring_accounts_asking_for_the_same_days():
+    from bank_pipeline.orchestration.sensors import group_webhook_plan
+
+    d = dt.date(2026, 11, 20)
+    week, day = (d - dt.timedelta(days=3), d), (d, d)
+    order = ["a1", "a2", "a3", "a4", "a5", "a6"]
+    plan = {"a1": (*week, ["1"]), "a2": (*week, ["2", "9"]), "a3": (*week, ["3"]), "a5": (*week, ["5"]),
+            "a6": (*day, ["6"]), "zz": (*week, ["7"])}  # zz: not a partition yet
+    runs = group_webhook_plan(plan, order, per_run=2)
+    assert [(keys, events) for keys, _, _, events in runs] == [
+        (["a1", "a2"], ["1", "2", "9"]),  # at most 2 accounts a run
+        (["a3"], ["3"]),
+        (["a5"], ["5"]),  # a4 had no event: a run over a3..a5 would fetch it for nothing
+        (["a6"], ["6"]),  # other days
+        (["zz"], ["7"]),
+    ]
+    assert [(first, last) for _, first, last, _ in runs][-2] == day
+
+
+def test_accounts_per_run_and_fetch_concurrency_are_validated(monkeypatch):
+    from bank_pipeline.config import ConfigError, Settings
+
+    monkeypatch.setenv("BANK_PIPELINE_ACCOUNTS_PER_RUN", "20")
+    monkeypatch.setenv("BANK_PIPELINE_FETCH_CONCURRENCY", "3")
+    settings = Settings.from_env()
+    assert (settings.accounts_per_run, settings.fetch_concurrency) == (20, 3)
+    for name, value in (("BANK_PIPELINE_ACCOUNTS_PER_RUN", "0"), ("BANK_PIPELINE_FETCH_CONCURRENCY", "many")):
+        monkeypatch.setenv(name, value)
+        with pytest.raises(ConfigError) as error:
+            Settings.from_env()
+        assert name in str(error.value) and "\n" not in str(error.value)
+        monkeypatch.delenv(name)
+    assert Settings.from_env().accounts_per_run == 50 and Settings.from_env().fetch_concurrency == 8
+
+
+def test_accounts_are_worked_on_concurrently_and_their_problems_stay_theirs():
+    import threading
+
+    from bank_pipeline.errors import BankPipelineError
+    from bank_pipeline.orchestration.assets import _map_accounts
+
+    barrier = threading.Barrier(3, timeout=10)  # breaks unless three accounts are in flight at once
+
+    def work(key: str):
+        barrier.wait()
+        if key == "b":
+            raise BankPipelineError("consent expired")
+        return key.upper()
+
+    results = dict(_map_accounts(work, ["a", "b", "c"], concurrency=3))
+    assert results["a"] == "A" and results["c"] == "C" and str(results["b"]) == "consent expired"
+    assert dict(_map_accounts(str.upper, ["a", "b"], concurrency=1)) == {"a": "A", "b": "B"}
+    with pytest.raises(ZeroDivisionError):  # a bug is not an account's problem: it fails the step
+        dict(_map_accounts(lambda key: 1 / 0, ["a", "b"], concurrency=2))
 
 
 def test_daily_schedule_skips_without_accounts():
@@ -124,6 +201,16 @@ def test_failed_runs_are_recorded_on_the_accounts_they_touched(db_url):
     with engine.connect() as conn:
         rows = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.last_failure_run_id)).all())
     assert rows == {"ax1": "run-123", "ax2": "run-123", "ax3": None}
+    # A run over several accounts whose step recorded the one that failed: the others were imported.
+    _add_accounts(engine, ["ay1", "ay2"])
+    with engine.begin() as conn:
+        conn.execute(accounts.update().where(accounts.c.account_key == "ay2").values(
+            last_failure_run_id="run-456", last_failure_message="fetch: consent expired"))
+    tags = {RANGE_START_TAG: "ay1|2026-01-01", RANGE_END_TAG: "ay2|2026-01-31", ACCOUNTS_TAG: "ay1,ay2"}
+    assert record_run_failure(engine, "run-456", tags, "the import failed for 1 of 2 account(s)") == ["ay2"]
+    with engine.connect() as conn:
+        rows = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.last_failure_message)).all())
+    assert rows["ay1"] is None and rows["ay2"] == "fetch: consent expired"
 
 
 def test_secrets_reach_the_dagster_ui_only_as_env_var_names(monkeypatch):

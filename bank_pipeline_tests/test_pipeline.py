@@ -178,7 +178,10 @@ def test_the_daily_schedules_runs_load_their_window_and_a_rerun_adds_nothing(pip
     pipe = pipeline_factory("alice", _no_limits(), unattended_daily_budget=1000, lookback_days=3)
     pipe.run(FIRST, TODAY - dt.timedelta(days=4))  # history up to the day before the look-back window
     tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)  # the last complete day is TODAY
-    requests = daily_run_requests(pipe.keys, tick, pipe.settings.timezone, pipe.settings.lookback_days)
+    # Runs of two accounts (a group, then one alone), their bank calls made on threads.
+    order = list(pipe.instance.get_dynamic_partitions("accounts"))
+    requests = daily_run_requests(order, tick, pipe.settings.timezone, pipe.settings.lookback_days, accounts_per_run=2)
+    assert [len(r.tags.get("bank_pipeline/accounts", "x").split(",")) for r in requests] == [2, 1]
     job = import_job(pipe.settings)
     counts = []
     for _ in range(2):  # the tick, then the same tick again

@@ -203,3 +203,50 @@ def test_cli_prints_table_and_exits_2_on_errors(sqlite_url, monkeypatch, capsys)
     assert "error: invalid date range" in capsys.readouterr().err
     assert main(["plan", "--from", "2026-01-01", "--to", "2026-01-02", "--account", "zzz"]) == 2
     assert "unknown account key zzz" in capsys.readouterr().err
+
+
+def _many_accounts(engine, n: int) -> list[int]:
+    now = utcnow()
+    with engine.begin() as conn:
+        conn_id = conn.execute(
+            connections.insert().values(created_at=now, updated_at=now).returning(connections.c.id)
+        ).scalar_one()
+        conn.execute(accounts.insert(), [
+            dict(account_key=f"a{i:04d}", identity=f"tl:{i}", connection_id=conn_id, kind="account",
+                 provider_account_id=f"p-{i}", active=True, created_at=now, updated_at=now)
+            for i in range(n)
+        ])  # fmt: skip
+        return list(conn.execute(sa.select(accounts.c.id).order_by(accounts.c.account_key)).scalars())
+
+
+def test_daily_plan_counts_runs_calls_and_time_for_the_whole_population(sqlite_url, monkeypatch, capsys):
+    from bank_pipeline.planning import format_daily_plan, plan_daily
+
+    engine = make_engine(sqlite_url)
+    ids = _many_accounts(engine, 120)
+    with engine.begin() as conn:  # one account has spent 3 of its 4 unattended calls today
+        conn.execute(api_call_budget.insert().values(account_id=ids[7], day=TODAY, unattended_calls=3))
+    args = dict(fetch_concurrency=8, lookback_days=3, max_window_days=90, unattended_budget=4, today=TODAY,
+                budget_day=TODAY, call_seconds=1.0, run_overhead_seconds=2.5, account_seconds=0.15)
+    plan = plan_daily(engine, accounts_per_run=50, **args)
+    assert (plan.first, plan.last) == (TODAY - dt.timedelta(days=4), TODAY - dt.timedelta(days=1))
+    assert plan.runs == 3 and plan.bank_calls == 240 and plan.calls_per_account == {2: 120}
+    assert plan.over_budget == ["a0007"]
+    # One run per account: 120 × (2.5 + 0.15 + 2 calls × 1 s). Grouped: 2 runs of 50 accounts
+    # (7 waves of 8 concurrent accounts) and one of 20 (3 waves).
+    assert plan.seconds_per_account == pytest.approx(120 * 4.65)
+    assert plan.seconds_grouped == pytest.approx(2 * (2.5 + 7.5 + 7 * 2) + (2.5 + 3.0 + 3 * 2))
+    text = format_daily_plan(plan)
+    assert "Daily import of 120 active accounts" in text and "a0007" in text
+    table = [line.split() for line in text.splitlines()[1:4]]
+    assert table == [["runs", "bank", "calls", "est.", "time"],
+                     ["one", "run", "per", "account", "120", "240", "9m", "18s"],
+                     ["grouped,", "50", "a", "run", "3", "240", "1m", "00s"]]
+    assert plan_daily(engine, accounts_per_run=1, **args).runs == 120
+
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", sqlite_url)
+    assert main(["plan", "--daily", "--accounts-per-run", "40"]) == 0
+    out = capsys.readouterr().out
+    assert "grouped, 40 a run" in out and "120 active accounts" in out
+    assert main(["plan"]) == 2
+    assert "--daily" in capsys.readouterr().err

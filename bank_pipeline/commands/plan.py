@@ -1,4 +1,5 @@
-"""`bank-pipeline plan`: what a backfill would cost (runs, bank calls, budget, model calls) before launching it."""
+"""`bank-pipeline plan`: what a backfill would cost (runs, bank calls, budget, model calls) before launching it;
+`bank-pipeline plan --daily`: runs, bank calls and time of the daily import for every account."""
 
 from __future__ import annotations
 
@@ -19,18 +20,37 @@ def _price(value: str) -> Decimal:
     return price
 
 
+def _positive(value: str) -> int:
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
+    if number < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
+    return number
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan",
         help="estimate a backfill: runs, TrueLayer calls vs today's budget, expected transactions, model cost",
         description=__doc__,
     )
+    parser.add_argument("--from", dest="date_from", metavar="DATE", help="first day, YYYY-MM-DD")
+    parser.add_argument("--to", dest="date_to", metavar="DATE", help="last day (inclusive), YYYY-MM-DD")
     parser.add_argument(
-        "--from", dest="date_from", required=True, metavar="DATE", help="first day, YYYY-MM-DD"
+        "--daily",
+        action="store_true",
+        help="plan the daily import of every active account instead: runs, bank calls, estimated time",
     )
     parser.add_argument(
-        "--to", dest="date_to", required=True, metavar="DATE", help="last day (inclusive), YYYY-MM-DD"
-    )
+        "--accounts-per-run", type=_positive, metavar="N",
+        help="with --daily: accounts a run covers (default: BANK_PIPELINE_ACCOUNTS_PER_RUN)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--call-seconds", type=float, default=1.0, metavar="S",
+        help="with --daily: seconds one bank call takes through TrueLayer (default 1.0)",
+    )  # fmt: skip
     parser.add_argument(
         "--account",
         dest="accounts",
@@ -61,11 +81,29 @@ def default_price_per_call(settings: Settings) -> Decimal | None:
 
 def run(args: argparse.Namespace) -> int:
     from bank_pipeline.db import make_engine, migrate, utcnow
-    from bank_pipeline.planning import format_plan, plan_backfill
+    from bank_pipeline.planning import PlanError, format_plan, plan_backfill
 
     settings = Settings.from_env()
+    if not args.daily and not (args.date_from and args.date_to):
+        raise PlanError("plan needs --from DATE and --to DATE (a backfill), or --daily (the daily import)")
     engine = make_engine(settings.database_url)
     migrate(engine)
+    today = utcnow().astimezone(ZoneInfo(settings.timezone)).date()  # the partitions' local today
+    if args.daily:
+        from bank_pipeline.planning import format_daily_plan, plan_daily
+
+        daily = plan_daily(
+            engine,
+            accounts_per_run=args.accounts_per_run or settings.accounts_per_run,
+            fetch_concurrency=settings.fetch_concurrency,
+            lookback_days=settings.lookback_days,
+            max_window_days=settings.max_window_days,
+            unattended_budget=settings.unattended_daily_budget,
+            today=today,
+            call_seconds=args.call_seconds,
+        )
+        print(format_daily_plan(daily))
+        return 0
     price = args.price_per_call if args.price_per_call is not None else default_price_per_call(settings)
     plan = plan_backfill(
         engine,
@@ -78,7 +116,7 @@ def run(args: argparse.Namespace) -> int:
         unattended_budget=settings.unattended_daily_budget,
         backfill_reserve=settings.backfill_reserve,
         lookback_days=settings.lookback_days,
-        today=utcnow().astimezone(ZoneInfo(settings.timezone)).date(),  # the partitions' local today
+        today=today,
     )
     print(format_plan(plan))
     from bank_pipeline.enrich.status import enrichment_status

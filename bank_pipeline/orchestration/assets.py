@@ -11,7 +11,8 @@ import datetime as dt
 import time
 import warnings
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
 
 import dagster as dg
 import sqlalchemy as sa
@@ -69,23 +70,68 @@ def _record_failure(engine: Engine, account_id: int, run_id: str, message: str) 
         )
 
 
+def _map_accounts(
+    fn: Callable[[str], object], keys: list[str], concurrency: int
+) -> Iterator[tuple[str, object]]:
+    """Yield (key, fn(key)) as each account finishes, up to `concurrency` at once on threads; an
+    expected per-account problem (BankPipelineError) is yielded as the result, anything else raised."""
+    if concurrency <= 1 or len(keys) <= 1:
+        for key in keys:
+            try:
+                yield key, fn(key)
+            except BankPipelineError as exc:
+                yield key, exc
+        return
+    pool = ThreadPoolExecutor(max_workers=min(concurrency, len(keys)), thread_name_prefix="bank-account")
+    try:
+        futures = {pool.submit(fn, key): key for key in keys}
+        for future in as_completed(futures):
+            try:
+                yield futures[future], future.result()
+            except BankPipelineError as exc:
+                yield futures[future], exc
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _threads_for(engine: Engine, concurrency: int) -> int:
+    """An in-memory SQLite database is one per connection: no threads there."""
+    in_memory = engine.dialect.name == "sqlite" and engine.url.database in (None, "", ":memory:")
+    return 1 if in_memory else max(1, concurrency)
+
+
+def _ends_in_enrich(context: dg.AssetExecutionContext) -> bool:
+    """Whether this run's selection reaches the enrich step (which fails the run for earlier failures)."""
+    selection = context.run.asset_selection
+    return not selection or enriched_transactions.key in selection  # empty: the whole job
+
+
 def run_per_account(
     context: dg.AssetExecutionContext,
     engine: Engine,
     stage: str,
     work: Callable[[dict, list[dt.date]], object],
     per_day: Callable[[dict, list[dt.date]], dict[dt.date, dict]] | None = None,
+    *,
+    concurrency: int = 1,
 ) -> dg.MaterializeResult:
     """Run `work(account, days)` for each account in the run, holding that account's lease.
 
-    The lease is taken by the run (re-entrant across its stages) and released when `enrich` ends
-    or the run fails, so two runs never import the same account at once. An expected, per-account
-    problem (consent expired, budget exhausted, bank limits) is recorded on the account and the
-    other accounts still get this stage's work (what they fetched stays landed); then the step
-    fails, so the run fails and Dagster shows its partitions as failed — a failure never hides
-    behind another account's success. Dagster cannot fail some partitions of one step and
-    materialize the others (dagster-io/dagster#17836): runs are cut per account and per bank
-    window so that a failure covers no more than it must.
+    The run takes each account's lease before any work, in account-key order (one global order, so
+    two runs over overlapping accounts never wait on each other in a cycle); the lease is
+    re-entrant across the run's stages and released when `enrich` ends or the run fails, so two
+    runs never import the same account at once. `concurrency` accounts are worked on at once, on
+    threads (the fetch step: bank calls wait on the network); the database engine gives each
+    thread its own connection, and SQLite writers queue on its busy timeout.
+
+    An expected, per-account problem (consent expired, budget exhausted, bank limits) is recorded
+    on the account. In a run over one account — or when every account failed — the step fails, so
+    the run fails and Dagster shows its partitions as failed. In a run over many accounts the
+    others carry on to the ledger (their partitions' metadata names the failure of the rest), later
+    steps skip the failed accounts, and `enrich` then fails the run naming them: a failure never
+    hides behind another account's success, and one expired consent does not hold back a group's
+    other accounts. Dagster cannot fail some partitions of one step and materialize the others
+    (dagster-io/dagster#17836).
 
     The step's metadata holds run totals, named `run_…`; `per_day(account, days)` adds each
     partition's own figures.
@@ -95,38 +141,59 @@ def run_per_account(
     started = time.perf_counter()
     grouped = days_by_account(context.partition_keys)
     accounts = _accounts_for(engine, list(grouped))
+    skipped = [key for key in grouped if accounts[key]["last_failure_run_id"] == context.run_id]
+    for key in skipped:
+        context.log.warning(f"{stage} {key}: skipped, it failed earlier in this run")
     totals: Counter = Counter()
     failures: dict[str, str] = {}
-    for key, days in grouped.items():
-        account = accounts[key]
+
+    def fail(key: str, exc: Exception) -> None:
+        failures[key] = str(exc)
+        context.log.error(f"{stage} {key} ({accounts[key]['display_name']}): {exc}")
+        _record_failure(engine, accounts[key]["id"], context.run_id, f"{stage}: {exc}")
+
+    held = []
+    deadline = time.monotonic() + LEASE_WAIT_SECONDS
+    for key in sorted(set(grouped) - set(skipped)):
         try:
-            acquire_lease(engine, account["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
-                          wait_seconds=LEASE_WAIT_SECONDS)
-            stats = work(account, days)
+            acquire_lease(engine, accounts[key]["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
+                          wait_seconds=max(0.0, deadline - time.monotonic()))
         except BankPipelineError as exc:
-            failures[key] = str(exc)
-            context.log.error(f"{stage} {key} ({account['display_name']}): {exc}")
-            _record_failure(engine, account["id"], context.run_id, f"{stage}: {exc}")
+            fail(key, exc)
             continue
+        held.append(key)
+
+    outcomes = _map_accounts(lambda key: work(accounts[key], grouped[key]), held, _threads_for(engine, concurrency))
+    for key, stats in outcomes:
+        if isinstance(stats, BankPipelineError):
+            fail(key, stats)
+            continue
+        days = grouped[key]
         for name, value in stats.as_metadata().items():
             totals[name] += value
         context.log.info(f"{stage} {key}: {len(days)} day(s) {stats.as_metadata()}")
         if per_day is not None:
-            for day, figures in per_day(account, days).items():
+            for day, figures in per_day(accounts[key], days).items():
                 context.add_asset_metadata(figures, partition_key=partition_key(key, day))
-    if failures:
+    imported = len(held) - len(failures.keys() & set(held))
+    if failures and (imported == 0 or not _ends_in_enrich(context)):
         detail = "; ".join(f"{key}: {message}" for key, message in failures.items())
         raise dg.Failure(
             description=f"{stage} failed for {len(failures)} of {len(grouped)} account(s): {detail}",
             metadata={"failed_accounts": dg.MetadataValue.json(failures)},
             allow_retries=False,
         )
+    for key, message in failures.items():  # the run fails at its end (enrich); say so on these partitions
+        for day in grouped[key]:
+            context.add_asset_metadata({"failed": f"{stage}: {message}"}, partition_key=partition_key(key, day))
     metadata: dict[str, object] = {f"run_{name}": value for name, value in totals.items()}
     metadata.update(
         run_accounts=len(grouped),
         run_partitions=len(context.partition_keys),
         run_seconds=round(time.perf_counter() - started, 3),
     )
+    if failures or skipped:
+        metadata["run_failed_accounts"] = len(failures) + len(skipped)
     return dg.MaterializeResult(metadata=metadata)
 
 
@@ -163,27 +230,30 @@ def fetched_transactions(
 
     engine = database.get_engine()
     budget = UnattendedBudget(engine, truelayer.unattended_daily_budget)
-    clients: dict[int, object] = {}
-
     options = _fetch_options(context, truelayer)
 
     def fetch(account: dict, days: list[dt.date]):
-        connection_id = account["connection_id"]
-        if connection_id not in clients:
-            clients[connection_id] = truelayer.client_for(engine, connection_id)
-        return fetch_account_days(
-            engine,
-            clients[connection_id],
-            account,
-            days,
-            run_id=context.run_id,
-            max_window_days=truelayer.max_window_days,
-            budget=budget,
-            **options,
-        )
+        # A client per account: its budget hook is per account, and accounts run on threads.
+        client = truelayer.client_for(engine, account["connection_id"])
+        try:
+            return fetch_account_days(
+                engine,
+                client,
+                account,
+                days,
+                run_id=context.run_id,
+                max_window_days=truelayer.max_window_days,
+                budget=budget,
+                **options,
+            )
+        finally:
+            close = getattr(client, "close", None)
+            if close is not None:
+                close()
 
     result = run_per_account(
-        context, engine, "fetch", fetch, lambda account, days: raw_rows_by_day(engine, account["id"], days)
+        context, engine, "fetch", fetch, lambda account, days: raw_rows_by_day(engine, account["id"], days),
+        concurrency=truelayer.fetch_concurrency,
     )
     from bank_pipeline.connections import consent_warnings
 
@@ -266,14 +336,18 @@ def enriched_transactions(
     engine = database.get_engine()
     grouped = days_by_account(context.partition_keys)
     accounts = _accounts_for(engine, list(grouped))
+    # Accounts an earlier step of this run failed for (a run over many accounts carried on without them).
+    failed = {key: accounts[key]["last_failure_message"] for key in grouped
+              if accounts[key]["last_failure_run_id"] == context.run_id}
+    wanted = {key: days for key, days in grouped.items() if key not in failed}
     try:
-        for account in accounts.values():
-            acquire_lease(engine, account["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
+        for key in sorted(wanted):
+            acquire_lease(engine, accounts[key]["id"], context.run_id, ttl_seconds=LEASE_TTL_SECONDS,
                           wait_seconds=LEASE_WAIT_SECONDS)
         # One call for the whole run, so model batches span every partition in it.
         stats = enrich_account_days(
             engine,
-            {accounts[key]["id"]: days for key, days in grouped.items()},
+            {accounts[key]["id"]: days for key, days in wanted.items()},
             enrichment_model.build(),
             run_id=context.run_id,
         )
@@ -281,6 +355,15 @@ def enriched_transactions(
         release_leases(engine, context.run_id)  # the run's import of these accounts is over
     metadata = {f"run_{name}": value for name, value in stats.as_metadata().items()}
     metadata.update(run_accounts=len(grouped), run_seconds=round(time.perf_counter() - started, 3))
+    if failed:
+        context.log.info(f"enrich: {len(wanted)} account(s) enriched {metadata}")
+        detail = "; ".join(f"{key}: {message}" for key, message in failed.items())
+        raise dg.Failure(
+            description=f"the import failed for {len(failed)} of {len(grouped)} account(s) (the others "
+            f"were imported): {detail}",
+            metadata={"failed_accounts": dg.MetadataValue.json(failed), **metadata},
+            allow_retries=False,
+        )
     return dg.MaterializeResult(metadata=metadata)
 
 

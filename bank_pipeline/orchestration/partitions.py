@@ -27,6 +27,10 @@ RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Our own tag: the run-queue limits one run per account at a time on this tag.
 ACCOUNT_TAG = "bank_pipeline/account"
+# Our own tag on a run over several accounts (comma-separated keys). A run carries one value per
+# tag key and Dagster's tag limits match whole keys, so the queue cannot hold each of a group's
+# accounts; the run holds them through the application database's leases instead (limits.py).
+ACCOUNTS_TAG = "bank_pipeline/accounts"
 # Our own tag: how the fetch step treats days that already landed (auto | landed | refetch).
 FETCH_MODE_TAG = "bank_pipeline/fetch"
 # Dagster's tags on runs started by a schedule or a sensor (the daily import).
@@ -113,8 +117,38 @@ def range_tags(account_key: str, first: dt.date, last: dt.date) -> dict[str, str
     }
 
 
+def group_accounts(account_keys: list[str], per_run: int) -> list[list[str]]:
+    """Consecutive groups of at most `per_run` accounts, in the order given."""
+    if per_run < 1:
+        raise ValueError(f"accounts per run must be at least 1, got {per_run}")
+    return [account_keys[i : i + per_run] for i in range(0, len(account_keys), per_run)]
+
+
+def group_range_tags(account_keys: list[str], first: dt.date, last: dt.date) -> dict[str, str]:
+    """Tags that make one run cover `first..last` for every account in `account_keys`.
+
+    A run's partitions are a rectangle: the accounts from the first key to the last in the
+    instance's `account` partition order (the order they were added), times the days. So the keys
+    must be consecutive in that order (a slice of `get_dynamic_partitions`), or the run covers
+    the accounts in between too. One account: exactly `range_tags` (the queue's per-account limit).
+    """
+    if not account_keys:
+        raise ValueError("a run needs at least one account")
+    if len(account_keys) == 1:
+        return range_tags(account_keys[0], first, last)
+    if last < first:
+        raise ValueError(f"inverted date range {first} > {last}")
+    return {
+        RANGE_START_TAG: partition_key(account_keys[0], first),
+        RANGE_END_TAG: partition_key(account_keys[-1], last),
+        ACCOUNTS_TAG: ",".join(account_keys),
+    }
+
+
 def account_keys_from_tags(tags: dict[str, str], known_keys: Iterable[str]) -> list[str]:
-    """Which accounts a run touches, from its partition tags (single key, range or our own tag)."""
+    """Which accounts a run touches, from its partition tags (single key, range or our own tags)."""
+    if ACCOUNTS_TAG in tags:
+        return [key for key in tags[ACCOUNTS_TAG].split(",") if key]
     if ACCOUNT_TAG in tags:
         return [tags[ACCOUNT_TAG]]
     if "dagster/partition" in tags:

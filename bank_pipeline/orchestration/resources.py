@@ -53,6 +53,8 @@ class TrueLayerResource(dg.ConfigurableResource):
     # Days before today whose late postings are still expected: re-read even if already landed.
     lookback_days: int = 3
     timezone: str = "Europe/London"
+    # Accounts whose bank calls a run's fetch step makes at once (threads).
+    fetch_concurrency: int = 8
     home: str = ".bank_pipeline"
     # Comma-separated Fernet keys for the stored tokens; unset = the key file in `home`.
     fernet_keys: Optional[str] = None
@@ -122,6 +124,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             backfill_reserve=settings.backfill_reserve,
             lookback_days=settings.lookback_days,
             timezone=settings.timezone,
+            fetch_concurrency=settings.fetch_concurrency,
             home=str(settings.home),
             fernet_keys=_from_env("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None),
         ),

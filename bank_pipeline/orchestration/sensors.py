@@ -16,6 +16,7 @@ from bank_pipeline.orchestration.partitions import (
     ACCOUNTS_PARTITIONS_NAME,
     account_keys_from_tags,
     account_partitions,
+    group_range_tags,
     last_complete_day,
     range_tags,
 )
@@ -60,6 +61,34 @@ def webhook_run_plan(
     return {key: (v[0], v[1], v[2]) for key, v in ranges.items()}, unknown
 
 
+def group_webhook_plan(
+    plan: dict[str, tuple[dt.date, dt.date, list[str]]], partition_order: list[str], per_run: int
+) -> list[tuple[list[str], dt.date, dt.date, list[str]]]:
+    """Runs for a webhook plan: (accounts, first, last, event ids), at most `per_run` accounts each.
+
+    A run's partitions are a rectangle (consecutive accounts in `partition_order` × days), so only
+    accounts next to each other in that order and asking for the same days share a run; nothing is
+    fetched that no event asked for. An account not yet a partition gets a run of its own.
+    """
+    position = {key: i for i, key in enumerate(partition_order)}
+    runs: list[tuple[list[str], dt.date, dt.date, list[str]]] = []
+    ordered = sorted(plan, key=lambda k: (position.get(k, len(position)), k))
+    for key in ordered:
+        first, last, event_ids = plan[key]
+        if runs and key in position:
+            keys, run_first, run_last, run_events = runs[-1]
+            if (
+                len(keys) < per_run
+                and (run_first, run_last) == (first, last)
+                and position.get(keys[-1]) == position[key] - 1
+            ):
+                keys.append(key)
+                run_events.extend(event_ids)
+                continue
+        runs.append(([key], first, last, list(event_ids)))
+    return runs
+
+
 @dg.sensor(
     job=import_transactions,
     minimum_interval_seconds=30,
@@ -80,12 +109,13 @@ def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppData
         context.log.warning(f"webhook events for unknown accounts, ignored: {unknown}")
         mark_processed(engine, unknown, "ignored:unknown-account")
     requests = []
-    for key, (first, last, event_ids) in sorted(plan.items()):
+    order = list(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
+    for keys, first, last, event_ids in group_webhook_plan(plan, order, settings.accounts_per_run):
         run_key = f"webhook:{min(event_ids)}"
         requests.append(
             dg.RunRequest(
                 run_key=run_key,
-                tags={**range_tags(key, first, last), "bank_pipeline/trigger": "webhook"},
+                tags={**group_range_tags(keys, first, last), "bank_pipeline/trigger": "webhook"},
             )
         )
         mark_processed(engine, event_ids, run_key)
@@ -123,15 +153,29 @@ def account_partitions_sensor(context: dg.SensorEvaluationContext, database: App
 
 
 def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], message: str) -> list[str]:
-    """Store a failed run on every account it touched, for `bank-pipeline status`; free its leases."""
+    """Store a failed run on the accounts it failed for, for `bank-pipeline status`; free its leases.
+
+    Those are the accounts its steps recorded a failure on; when none did (a crash), every account
+    the run touched.
+    """
     from bank_pipeline.limits import release_leases
 
     release_leases(engine, run_id)
     with engine.begin() as conn:
         known = list(conn.execute(sa.select(accounts.c.account_key)).scalars())
         keys = account_keys_from_tags(tags, known)
+        recorded = list(
+            conn.execute(
+                sa.select(accounts.c.account_key).where(
+                    accounts.c.account_key.in_(keys), accounts.c.last_failure_run_id == run_id
+                )
+            ).scalars()
+        )
+        if recorded:
+            # The run's steps named the accounts that failed (a run over many accounts imports the
+            # others); each keeps the (more precise) reason its step recorded.
+            return sorted(recorded)
         if keys:
-            # An account the run's step already recorded keeps that (more precise) reason.
             conn.execute(
                 accounts.update()
                 .where(
