@@ -491,7 +491,8 @@ def test_denied_consent_is_a_clear_error(connect_settings):
 
 def test_connect_cli_unattended(connect_settings, monkeypatch, capsys):
     _cli_env(monkeypatch, connect_settings)
-    assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30"]) == 0
+    # A week of history: the history import itself is test_history_lands.py's subject.
+    assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30", "--history-days", "7"]) == 0
     out = capsys.readouterr().out
     assert "Connected" in out and out.count("  a") >= 3
 

@@ -5,17 +5,9 @@ from __future__ import annotations
 
 import argparse
 import uuid
-from datetime import date
 
-from bank_pipeline.cli_args import database_id
+from bank_pipeline.cli_args import database_id, iso_date
 from bank_pipeline.errors import BankPipelineError
-
-
-def _date(value: str) -> date:
-    try:
-        return date.fromisoformat(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -39,10 +31,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "of a date range, outside Dagster. Overrides are never changed.",
     )
     enrich.add_argument(
-        "--from", dest="date_from", type=_date, required=True, metavar="DATE", help="first day"
+        "--from", dest="date_from", type=iso_date, required=True, metavar="DATE", help="first day"
     )
     enrich.add_argument(
-        "--to", dest="date_to", type=_date, required=True, metavar="DATE", help="last day (inclusive)"
+        "--to", dest="date_to", type=iso_date, required=True, metavar="DATE", help="last day (inclusive)"
     )
     enrich.add_argument(
         "--account",

@@ -22,6 +22,7 @@ from bank_pipeline import clock
 from bank_pipeline.db.schema import accounts as accounts_table
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.orchestration.partitions import (
+    ACCOUNTS_TAG,
     FETCH_MODE_TAG,
     SCHEDULE_TAG,
     SENSOR_TAG,
@@ -100,8 +101,13 @@ def _threads_for(engine: Engine, concurrency: int) -> int:
     return 1 if in_memory else max(1, concurrency)
 
 
-def _ends_in_enrich(context: dg.AssetExecutionContext) -> bool:
-    """Whether this run's selection reaches the enrich step (which fails the run for earlier failures)."""
+def _carries_on_past_failures(context: dg.AssetExecutionContext) -> bool:
+    """Whether the others go on when one account fails: only in the daily schedule's and the
+    webhook sensor's grouped runs (tag `bank_pipeline/accounts`), and only if the run reaches the
+    enrich step, which fails the run for the earlier failures. Backfills and imports stop at the
+    failing step, so every partition of the run shows as failed, in every stage."""
+    if ACCOUNTS_TAG not in context.run.tags:
+        return False
     selection = context.run.asset_selection
     return not selection or enriched_transactions.key in selection  # empty: the whole job
 
@@ -125,8 +131,8 @@ def run_per_account(
     thread its own connection, and SQLite writers queue on its busy timeout.
 
     An expected, per-account problem (consent expired, budget exhausted, bank limits) is recorded
-    on the account. In a run over one account — or when every account failed — the step fails, so
-    the run fails and Dagster shows its partitions as failed. In a run over many accounts the
+    on the account. In a backfill or an import — or when every account failed — the step fails, so
+    the run fails and Dagster shows its partitions as failed. In the daily grouped runs the
     others carry on to the ledger (their partitions' metadata names the failure of the rest), later
     steps skip the failed accounts, and `enrich` then fails the run naming them: a failure never
     hides behind another account's success, and one expired consent does not hold back a group's
@@ -176,7 +182,7 @@ def run_per_account(
             for day, figures in per_day(accounts[key], days).items():
                 context.add_asset_metadata(figures, partition_key=partition_key(key, day))
     imported = len(held) - len(failures.keys() & set(held))
-    if failures and (imported == 0 or not _ends_in_enrich(context)):
+    if failures and (imported == 0 or not _carries_on_past_failures(context)):
         detail = "; ".join(f"{key}: {message}" for key, message in failures.items())
         raise dg.Failure(
             description=f"{stage} failed for {len(failures)} of {len(grouped)} account(s): {detail}",
