@@ -39,6 +39,7 @@ setup(
         "starlette>=0.40",
         "uvicorn>=0.30",
         "scikit-learn>=1.4",
+        "tenacity>=9,<10",
     ],
     extras_require={
         "test": [
