@@ -47,6 +47,7 @@ setup(
             "jsonschema>=4.20",
             "openapi-schema-validator>=0.6",
             "ruff>=0.6",
+            "import-linter>=2.5,<3",
         ],
     },
     entry_points={"console_scripts": ["bank-pipeline=bank_pipeline.cli:main"]},
