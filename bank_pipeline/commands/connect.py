@@ -17,13 +17,14 @@ from bank_pipeline.config import Settings
 from bank_pipeline.connections import format_status, status_summary
 from bank_pipeline.connections.flow import connect
 from bank_pipeline.crypto import TokenCipher, rotate_stored_tokens
-from bank_pipeline.db import make_engine, migrate
+from bank_pipeline.db import open_database
 
 REJECTIONS_SHOWN_DAYS = 7  # `status` lists refused webhook requests of the last week
 
 
 def _connect_cmd(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
+    open_database(settings.database_url).dispose()  # the schema up to date before connecting
     if args.providers:
         providers = " ".join(p for chunk in args.providers for p in chunk.replace(",", " ").split())
     else:
@@ -55,9 +56,8 @@ def _connect_cmd(args: argparse.Namespace) -> int:
 
 def _status_cmd(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database_url)
     try:
-        migrate(engine)
         print(format_status(status_summary(engine, within_days=args.warn_days)))
         from bank_pipeline.webhooks.rejections import format_rejections, rejection_summary
 
@@ -72,9 +72,8 @@ def _status_cmd(args: argparse.Namespace) -> int:
 
 def _rotate_cmd(args: argparse.Namespace) -> int:
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
+    engine = open_database(settings.database_url)
     try:
-        migrate(engine)
         count = rotate_stored_tokens(engine, TokenCipher.from_settings(settings))
     finally:
         engine.dispose()

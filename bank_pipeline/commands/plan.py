@@ -60,12 +60,11 @@ def default_price_per_call(settings: Settings) -> Decimal | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bank_pipeline.db import make_engine, migrate, utcnow
+    from bank_pipeline.db import open_database, utcnow
     from bank_pipeline.planning import format_plan, plan_backfill
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    engine = open_database(settings.database_url)
     price = args.price_per_call if args.price_per_call is not None else default_price_per_call(settings)
     plan = plan_backfill(
         engine,

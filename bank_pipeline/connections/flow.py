@@ -19,7 +19,7 @@ from bank_pipeline.connections.accounts import discover_accounts
 from bank_pipeline.connections.oauth import CallbackServer, OAuthStates, callback_problem, with_port
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
-from bank_pipeline.db import make_engine, migrate
+from bank_pipeline.db import make_engine
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
@@ -50,9 +50,8 @@ def connect(
             f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
             f"{settings.truelayer_env!r}"
         )
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url)  # migrated by its owner (the CLI command, the demo)
     try:
-        migrate(engine)
         cipher = TokenCipher.from_settings(settings)
         auth = AuthClient(settings.auth_url, settings.client_id, settings.client_secret)
         store = ConnectionStore(engine, cipher, auth)
