@@ -159,12 +159,3 @@ class Settings:
             enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
             enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
         )
-
-    def require_client_credentials(self) -> tuple[str, str]:
-        """The TrueLayer client id and secret, or a precise error naming the variables to set."""
-        if not self.client_id or not self.client_secret:
-            raise ConfigError(
-                "TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET must be set for the "
-                f"{self.truelayer_env} environment (find them in TrueLayer's console)"
-            )
-        return self.client_id, self.client_secret
