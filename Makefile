@@ -32,6 +32,7 @@ test-later: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) faketime -f '$(FAKETIME_OFFSET)' $(BIN)/python -m pytest -q -p no:cacheprovider -m "date_sensitive and not daemon"
 
 ui: install
+	$(BIN)/bank-pipeline db upgrade
 	DAGSTER_HOME=$(CURDIR) DAGSTER_EVENT_BATCH_SIZE=1000 \
 		$(BIN)/dagster dev -w workspace.yaml
 
@@ -40,6 +41,7 @@ bench: install
 
 lint: install
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 clean:
 	rm -rf $(VENV) .bank_pipeline

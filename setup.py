@@ -1,6 +1,6 @@
 """Packaging for bank_pipeline: the `bank-pipeline` console script and the `test` extra."""
 
-from setuptools import find_packages, setup
+from setuptools import find_namespace_packages, setup
 
 setup(
     name="bank_pipeline",
@@ -10,19 +10,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=find_packages(include=["bank_pipeline", "bank_pipeline.*", "bank_pipeline_tests", "bank_pipeline_tests.*"]),
-    include_package_data=True,
+    # Only the application: the tests (bank_pipeline_tests/) run from a checkout and are not installed.
+    # Namespace discovery lists the data directories too (enrich/data, …), so setuptools installs
+    # their files as package data without warnings.
+    packages=find_namespace_packages(include=["bank_pipeline", "bank_pipeline.*"], exclude=["*.__pycache__"]),
     package_data={
-        "bank_pipeline": [
-            "db/alembic.ini",
-            "db/migrations/*.py",
-            "db/migrations/versions/*.py",
-            "enrich/data/*.json",
-            "ingest/data/*.txt",
-            "enrich/data/*.csv",
-            "simulator/data/*.json",
-        ],
-        "bank_pipeline_tests": ["data/*.json", "data/*.csv"],
+        "bank_pipeline.db.migrations": ["script.py.mako"],
+        "bank_pipeline.enrich.data": ["*.json"],
+        "bank_pipeline.ingest.data": ["*.txt"],
     },
     install_requires=[
         "dagster>=1.13,<1.14",
@@ -40,6 +35,7 @@ setup(
         "starlette>=0.40",
         "uvicorn>=0.30",
         "scikit-learn>=1.4",
+        "tenacity>=9,<10",
     ],
     extras_require={
         "test": [
@@ -48,6 +44,7 @@ setup(
             "openapi-schema-validator>=0.6",
             "ruff>=0.6",
             "beancount>=3,<4",
+            "import-linter>=2.5,<3",
         ],
     },
     entry_points={"console_scripts": ["bank-pipeline=bank_pipeline.cli:main"]},

@@ -25,4 +25,5 @@ key=$($BIN/bank-pipeline partitions list | sed -n 1p)
 day=$($BIN/python -c "import datetime as d; from bank_pipeline import clock; print(clock.today_utc() - d.timedelta(days=2))")
 echo "importing partition $key|$day with dagster job execute"
 $BIN/dagster job execute -m bank_pipeline -j import_transactions --tags "{\"dagster/partition\": \"$key|$day\"}"
+# The tests are not installed: `python -m` finds bank_pipeline_tests from the checkout (cwd).
 $BIN/python -m bank_pipeline_tests.ci_check_partition "$key" "$day"

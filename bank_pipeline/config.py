@@ -171,12 +171,3 @@ class Settings:
             accounts_per_run=_positive_int("BANK_PIPELINE_ACCOUNTS_PER_RUN", 50),
             fetch_concurrency=_positive_int("BANK_PIPELINE_FETCH_CONCURRENCY", 8),
         )
-
-    def require_client_credentials(self) -> tuple[str, str]:
-        """The TrueLayer client id and secret, or a precise error naming the variables to set."""
-        if not self.client_id or not self.client_secret:
-            raise ConfigError(
-                "TRUELAYER_CLIENT_ID and TRUELAYER_CLIENT_SECRET must be set for the "
-                f"{self.truelayer_env} environment (find them in TrueLayer's console)"
-            )
-        return self.client_id, self.client_secret

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 import sqlalchemy as sa
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 
+from bank_pipeline.db import write_transaction
+from bank_pipeline.db.schema import connections, oauth_states
 from bank_pipeline.errors import BankPipelineError
 
 if TYPE_CHECKING:
@@ -129,9 +131,6 @@ def rotate_stored_tokens(engine: sa.Engine, cipher: TokenCipher) -> int:
     Runs in one write transaction (rows locked), so a concurrent token refresh is never overwritten.
     Returns the number of secrets re-encrypted.
     """
-    from bank_pipeline.connections import write_transaction
-    from bank_pipeline.db.schema import connections, oauth_states
-
     count = 0
     with write_transaction(engine) as conn:
         rows = conn.execute(

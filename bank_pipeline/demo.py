@@ -57,7 +57,7 @@ class DemoSummary:
 def run_demo(
     settings: Settings, *, user: str = "alice", days: int = 90, seed: int = 42, progress=print
 ) -> DemoSummary:
-    from bank_pipeline.connections import connect
+    from bank_pipeline.connections.flow import connect
 
     if settings.truelayer_env != "simulator":
         raise BankPipelineError("the demo runs against the local simulator: unset BANK_PIPELINE_TRUELAYER_ENV")

@@ -142,22 +142,11 @@ class UnattendedBudget:
 
 @dataclass
 class Lease:
-    engine: Engine
+    """A held `account_leases` row: `holder` may import `account_id` until `expires_at`."""
+
     account_id: int
     holder: str
-    ttl_seconds: float
     expires_at: dt.datetime
-    clock: Callable[[], dt.datetime]
-
-    def renew(self) -> None:
-        """Push the expiry `ttl_seconds` from now (for runs longer than the TTL)."""
-        self.expires_at = self.clock() + dt.timedelta(seconds=self.ttl_seconds)
-        with self.engine.begin() as conn:
-            conn.execute(
-                sa.update(account_leases)
-                .where(account_leases.c.account_id == self.account_id, account_leases.c.holder == self.holder)
-                .values(expires_at=self.expires_at)
-            )
 
 
 _HOST = socket.gethostname()
@@ -231,7 +220,7 @@ def acquire_lease(
         now = clock()
         expires = now + dt.timedelta(seconds=ttl_seconds)
         if _try_acquire(engine, account_id, holder, now, expires):
-            return Lease(engine, account_id, holder, ttl_seconds, expires, clock)
+            return Lease(account_id, holder, expires)
         if _release_if_holder_died(engine, account_id):
             continue
         if time.monotonic() >= deadline:

@@ -31,8 +31,9 @@ from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, days_to_fetch, p
 from bank_pipeline.truelayer.windows import split_windows
 
 HISTORY_DAYS = 90
-# Enrichment sources that cost a model call; every other source (override, rule, cache, provider) is free.
-MODEL_SOURCES = ("model", "llm")
+# The enrichment source that costs a model call; every other (override, rule, classifier, cache,
+# provider) is free.
+MODEL_SOURCE = "model"
 
 
 class PlanError(BankPipelineError, ValueError):
@@ -195,7 +196,7 @@ def _cache_hit_rate(conn) -> float | None:
     total, model = conn.execute(
         sa.select(
             sa.func.count(),
-            sa.func.coalesce(sa.func.sum(sa.case((enrichments.c.source.in_(MODEL_SOURCES), 1), else_=0)), 0),
+            sa.func.coalesce(sa.func.sum(sa.case((enrichments.c.source == MODEL_SOURCE, 1), else_=0)), 0),
         )
     ).one()
     return None if not total else 1 - int(model) / int(total)

@@ -20,6 +20,7 @@ from bank_pipeline import clock
 from bank_pipeline.cli import main
 from bank_pipeline.connections import (
     ConnectionStore,
+    OAuthStates,
     account_identity,
     account_key_for,
     consent_warnings,
@@ -115,7 +116,7 @@ def test_identity_order_and_account_key():
 
 @pytest.fixture
 def store(engine):
-    return ConnectionStore(engine, TokenCipher([generate_key()]))
+    return OAuthStates(engine, TokenCipher([generate_key()]))
 
 
 def test_state_is_single_use(store):
@@ -214,16 +215,16 @@ def test_reauthentication_keeps_account_rows_and_keys(connect_settings, alice_co
 
 
 def main_connect(settings, **kwargs):
-    from bank_pipeline.connections import connect
+    from bank_pipeline.connections.flow import connect
 
     kwargs.setdefault("simulator_user", "alice")
     kwargs.setdefault("timeout", 30)
     return connect(settings, open_browser=False, out=lambda _line: None, **kwargs)
 
 
-def _authorize(settings, tl_sim, store, user="alice"):
+def _authorize(settings, tl_sim, states, user="alice"):
     """Drive the simulator's consent by hand; returns (code, state, verifier, redirect_uri)."""
-    started = store.create_state(settings.redirect_uri)
+    started = states.create_state(settings.redirect_uri)
     link = build_auth_link(
         settings.auth_url,
         settings.client_id,
@@ -243,8 +244,8 @@ def _authorize(settings, tl_sim, store, user="alice"):
 
 
 def test_reused_code_is_rejected(connect_settings, tl_sim, engine):
-    store = _store(connect_settings, engine)
-    code, started = _authorize(connect_settings, tl_sim, store)
+    states = OAuthStates(engine, TokenCipher.from_settings(connect_settings))
+    code, started = _authorize(connect_settings, tl_sim, states)
     auth = AuthClient(connect_settings.auth_url, connect_settings.client_id, connect_settings.client_secret)
     tokens = auth.exchange_code(code, connect_settings.redirect_uri, started.code_verifier)
     assert tokens.access_token and tokens.refresh_token
@@ -255,8 +256,8 @@ def test_reused_code_is_rejected(connect_settings, tl_sim, engine):
 
 
 def test_wrong_code_verifier_is_rejected(connect_settings, tl_sim, engine):
-    store = _store(connect_settings, engine)
-    code, _started = _authorize(connect_settings, tl_sim, store)
+    states = OAuthStates(engine, TokenCipher.from_settings(connect_settings))
+    code, _started = _authorize(connect_settings, tl_sim, states)
     auth = AuthClient(connect_settings.auth_url, connect_settings.client_id, connect_settings.client_secret)
     wrong, _ = generate_pkce()
     with pytest.raises(TrueLayerError) as info:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from cryptography.fernet import Fernet
 
 from bank_pipeline.config import Settings
-from bank_pipeline.connections import ConnectionStore
+from bank_pipeline.connections import ConnectionStore, OAuthStates
 from bank_pipeline.crypto import TokenCipher, generate_key, rotate_stored_tokens
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import connections, oauth_states
@@ -86,7 +86,7 @@ def test_rotate_keys_re_encrypts_every_stored_token(engine):
     store = ConnectionStore(engine, TokenCipher([old]))
     tokens = TokenSet(ACCESS, REFRESH, utcnow() + dt.timedelta(hours=1), "accounts")
     store.save_connection(tokens, {"provider": {"provider_id": "mock"}, "credentials_id": "c1"})
-    started = store.create_state("http://127.0.0.1:1/callback")
+    started = OAuthStates(engine, TokenCipher([old])).create_state("http://127.0.0.1:1/callback")
 
     rotating = TokenCipher([new, old])
     assert rotate_stored_tokens(engine, rotating) == 3

@@ -1,11 +1,15 @@
-"""The schema migrates idempotently on both backends; the category taxonomy is coherent."""
+"""The schema migrates idempotently on both backends, by the database's owner (`bank-pipeline db
+upgrade`, CLI commands), never by Dagster's resources; the category taxonomy is coherent."""
 
+import pytest
 import sqlalchemy as sa
 from alembic.script import ScriptDirectory
 
 from bank_pipeline.categories import CREDIT_CATEGORIES, DEFAULT_CATEGORIES, load_categories
-from bank_pipeline.db import make_engine, migrate
+from bank_pipeline.cli import main
+from bank_pipeline.db import current_revision, head_revision, make_engine, migrate
 from bank_pipeline.db.engine import alembic_config
+from bank_pipeline.errors import BankPipelineError
 
 
 def test_migrate_twice_is_a_no_op(db_url):
@@ -18,6 +22,25 @@ def test_migrate_twice_is_a_no_op(db_url):
     (head,) = ScriptDirectory.from_config(alembic_config(engine)).get_heads()  # one line of history
     with engine.connect() as conn:
         assert conn.execute(sa.text("select version_num from alembic_version")).scalar() == head
+
+
+def test_db_upgrade_migrates_and_the_dagster_resource_only_checks(tmp_path, monkeypatch, capsys):
+    from bank_pipeline.orchestration.resources import AppDatabase
+
+    url = f"sqlite:///{tmp_path / 'fresh.db'}"
+    engine = make_engine(url)
+    with pytest.raises(BankPipelineError, match=r"has no schema yet.*run `bank-pipeline db upgrade`"):
+        AppDatabase(url=url).get_engine()  # what an asset or a sensor tick does first
+    assert current_revision(engine) is None  # …and it did not migrate
+
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", url)
+    assert main(["db", "upgrade"]) == 0
+    assert f"schema upgraded from nothing to {head_revision()}" in capsys.readouterr().out
+    assert current_revision(engine) == head_revision()
+    assert main(["db", "upgrade"]) == 0
+    assert f"schema already at {head_revision()}" in capsys.readouterr().out
+    assert current_revision(AppDatabase(url=url).get_engine()) == head_revision()
+    engine.dispose()
 
 
 def test_income_categories_cannot_label_spending():

@@ -8,6 +8,7 @@ import json
 import time
 
 import pytest
+import tenacity
 
 from bank_pipeline import clock
 from bank_pipeline.connections import open_data_client
@@ -83,9 +84,21 @@ def test_retry_after_parsing_and_backoff_bounds():
         and parse_retry_after(None) is None
         and parse_retry_after("soon") is None
     )
-    policy = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=3.0)
-    assert policy.delay(1, retry_after=100) == 3.0  # Retry-After capped by max_delay
-    assert all(0 <= policy.delay(n) <= min(3.0, 0.5 * 2 ** (n - 1)) for n in range(1, 8) for _ in range(20))
+    wait = RetryPolicy(max_attempts=5, base_delay=0.5, max_delay=3.0).wait()
+
+    def after(attempt: int, retry_after: float | None = None) -> float:
+        state = tenacity.RetryCallState(None, None, (), {})
+        state.attempt_number = attempt
+        error = RateLimited("TrueLayer GET / failed", status_code=429)
+        error.retry_after = retry_after
+        state.set_exception((RateLimited, error, None))
+        return wait(state)
+
+    assert after(1, retry_after=100) == 3.0  # Retry-After capped by max_delay
+    assert after(4, retry_after=0.25) == 0.25  # …and otherwise obeyed, whatever the backoff
+    delays = {n: [after(n) for _ in range(20)] for n in range(1, 8)}
+    assert all(0 <= d <= min(3.0, 0.5 * 2 ** (n - 1)) for n, ds in delays.items() for d in ds)
+    assert len(set(delays[7])) > 1  # jittered
 
 
 def test_inverted_range_refused_before_any_call():
@@ -237,3 +250,47 @@ def test_simulator_stats_agree_with_calls_made(client, tl_sim):
     client.accounts()
     stats = sim_admin(tl_sim, "GET", "stats").json()
     assert client.calls_made == 3 == stats["data_api_calls"] == stats["paths"]["/data/v1/accounts"]
+
+
+def test_token_calls_retry_only_when_the_grant_cannot_have_been_used():
+    """5xx and refused connections are retried; a read timeout (the server may have spent the
+    single-use code) and a 501 are final at once. Counted per attempt."""
+    import httpx
+
+    from bank_pipeline.truelayer.auth import AuthClient
+
+    def client_answering(*answers):
+        seen = []
+
+        def handler(request: httpx.Request) -> httpx.Response:
+            answer = answers[min(len(seen), len(answers) - 1)]
+            seen.append(request)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        auth = AuthClient("https://auth.test", "client", "secret", transport=httpx.MockTransport(handler))
+        return auth, seen
+
+    tokens = httpx.Response(200, json={"access_token": "a", "refresh_token": "r2", "expires_in": 60})
+    auth, seen = client_answering(
+        httpx.Response(503, json={"error": "temporarily_unavailable"}),
+        httpx.ConnectError("refused"),
+        tokens,
+    )
+    assert auth.refresh("r1").refresh_token == "r2" and auth.calls_made == 3 == len(seen)
+
+    auth, seen = client_answering(httpx.Response(503, json={"error": "temporarily_unavailable"}))
+    with pytest.raises(ServerError) as info:
+        auth.refresh("r1")
+    assert info.value.attempts == 3 == auth.calls_made and "after 3 attempts" in str(info.value)
+
+    auth, seen = client_answering(httpx.ReadTimeout("slow"), tokens)
+    with pytest.raises(NetworkError, match="the grant may have been used"):
+        auth.exchange_code("code", "https://app.test/callback")
+    assert auth.calls_made == 1
+
+    auth, seen = client_answering(httpx.Response(501, json={"error": "endpoint_not_supported"}), tokens)
+    with pytest.raises(TrueLayerError):
+        auth.refresh("r1")
+    assert auth.calls_made == 1

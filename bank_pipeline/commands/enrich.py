@@ -51,12 +51,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _engine():
     from bank_pipeline.config import Settings
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    return settings, engine
+    return settings, open_database(settings.database_url)
 
 
 def _categorize_cmd(args: argparse.Namespace) -> int:

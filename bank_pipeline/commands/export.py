@@ -32,7 +32,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _export_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.export import check_destination, export_ledger
     from bank_pipeline.config import Settings
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
 
     if args.date_to < args.date_from:
         raise BankPipelineError(f"--to {args.date_to} is before --from {args.date_from}")
@@ -40,8 +40,7 @@ def _export_cmd(args: argparse.Namespace) -> int:
         check_destination(args.out)
     elif args.fmt == "parquet" and sys.stdout.isatty():
         raise BankPipelineError("Parquet is binary: name a file with --out PATH (or redirect standard output)")
-    engine = make_engine(Settings.from_env().database_url)
-    migrate(engine)
+    engine = open_database(Settings.from_env().database_url)
     rows, data = export_ledger(engine, args.date_from, args.date_to, args.fmt, args.out)
     if data is None:
         print(f"exported {rows} transaction(s) from {args.date_from} to {args.date_to} to {args.out}")

@@ -17,11 +17,10 @@ def _date(value: str) -> dt.date:
 
 
 def _active_account_keys(settings: Settings, only: list[str] | None) -> list[str]:
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
     from bank_pipeline.db.schema import accounts
 
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    engine = open_database(settings.database_url)
     with engine.connect() as conn:
         keys = list(conn.execute(sa.select(accounts.c.account_key).where(accounts.c.active.is_(True))).scalars())
     if only:

@@ -80,14 +80,13 @@ def default_price_per_call(settings: Settings) -> Decimal | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bank_pipeline.db import make_engine, migrate, utcnow
+    from bank_pipeline.db import open_database, utcnow
     from bank_pipeline.planning import PlanError, format_plan, plan_backfill
 
     settings = Settings.from_env()
     if not args.daily and not (args.date_from and args.date_to):
         raise PlanError("plan needs --from DATE and --to DATE (a backfill), or --daily (the daily import)")
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    engine = open_database(settings.database_url)
     today = utcnow().astimezone(ZoneInfo(settings.timezone)).date()  # the partitions' local today
     if args.daily:
         from bank_pipeline.planning import format_daily_plan, plan_daily

@@ -46,11 +46,10 @@ def run(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics import monthly
     from bank_pipeline.analytics.report import html_page, text_table
     from bank_pipeline.config import Settings
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
     from bank_pipeline.db.schema import accounts
 
-    engine = make_engine(Settings.from_env().database_url)
-    migrate(engine)
+    engine = open_database(Settings.from_env().database_url)
     month = args.month
     months = [month]
     while len(months) < max(args.months, 2):  # the previous month too, for the change column

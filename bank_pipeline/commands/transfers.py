@@ -42,10 +42,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _engine():
     from bank_pipeline.config import Settings
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
 
-    engine = make_engine(Settings.from_env().database_url)
-    migrate(engine)
+    engine = open_database(Settings.from_env().database_url)
     return engine
 
 

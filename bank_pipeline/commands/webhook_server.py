@@ -34,12 +34,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from bank_pipeline.db import make_engine, migrate
+    from bank_pipeline.db import open_database
     from bank_pipeline.webhooks import DEFAULT_PATH, create_webhook_app, jku_allowlist_from_env, serve
 
     settings = Settings.from_env()
-    engine = make_engine(settings.database_url)
-    migrate(engine)
+    engine = open_database(settings.database_url)
     allowlist = jku_allowlist_from_env()
     app = create_webhook_app(engine, jku_allowlist=allowlist, max_age_seconds=args.max_age)
     log.info(

@@ -9,10 +9,13 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
 from bank_pipeline import clock
+from bank_pipeline.errors import BankPipelineError
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 
@@ -53,11 +56,43 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def migrate(engine: Engine) -> None:
-    """Bring the schema to the newest revision (idempotent; safe on every start)."""
+    """Bring the schema to the newest revision (idempotent). Run by what owns the database: the
+    CLI commands at start, `bank-pipeline db upgrade` (deploys, `make` targets), test fixtures —
+    never by the Dagster resources (`require_current_schema` is their check)."""
     with engine.begin() as connection:
         cfg = alembic_config(engine)
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, "head")
+
+
+def open_database(url: str) -> Engine:
+    """An engine for `url` with the schema brought up to date: how a CLI command opens the database."""
+    engine = make_engine(url)
+    migrate(engine)
+    return engine
+
+
+def head_revision() -> str:
+    """The newest schema revision the code knows."""
+    return ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head()
+
+
+def current_revision(engine: Engine) -> str | None:
+    """The database's schema revision; None for a database never migrated."""
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def require_current_schema(engine: Engine) -> None:
+    """Fail with a one-line instruction unless the database is at the code's schema revision."""
+    current, head = current_revision(engine), head_revision()
+    if current != head:
+        where = engine.url.render_as_string(hide_password=True)
+        state = f"is at schema revision {current}" if current else "has no schema yet"
+        raise BankPipelineError(
+            f"the application database {where} {state}, this code needs {head}: "
+            "run `bank-pipeline db upgrade`"
+        )
 
 
 @contextmanager

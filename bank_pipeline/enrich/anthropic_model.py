@@ -6,18 +6,19 @@ by position; ids a response leaves out or gets wrong are asked again once in sma
 then answered by the offline model with that recorded (provider "offline", flag
 "fallback:anthropic") and logged — never dropped. The instructions and tool are marked for
 prompt caching: they are identical across batches and runs. Retries (429/529/5xx, connection
-errors) are ours, not the SDK's, so every attempt is counted in the ledger.
+errors; tenacity, honouring `retry-after`) are ours, not the SDK's, so every attempt is counted
+in the ledger.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import random
 import time
 from collections.abc import Sequence
 
 import anthropic
+import tenacity
 
 from bank_pipeline.categories import Category, load_categories
 from bank_pipeline.enrich.ledger import CallRecord, Ledger
@@ -26,6 +27,7 @@ from bank_pipeline.enrich.payment import detect_payment_method
 from bank_pipeline.enrich.policy import enforce_direction
 from bank_pipeline.enrich.types import PAYMENT_METHODS, Enrichment, TxnInput
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.retries import parse_retry_after, retrying, wait_retry_after
 
 log = logging.getLogger(__name__)
 TOOL_NAME = "record_enrichments"
@@ -53,6 +55,20 @@ are noise. TrueLayer's category/classification fields are hints, not answers.
 Direction matters: money IN (credit) may only use a category marked "credit" below (income,
 refunds, transfers, …) — a credit from a shop is a refund, never spending. Money OUT (debit)
 may only use a category marked "debit"."""
+
+
+def _transient(exc: BaseException) -> bool:
+    """Worth another attempt: a connection failure, or a status that says "later" (429, 529, 5xx…)."""
+    if isinstance(exc, anthropic.APIStatusError):
+        return exc.status_code in _RETRYABLE_STATUS
+    return isinstance(exc, anthropic.APIConnectionError)
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """Seconds the API asked us to wait (`retry-after-ms`, then `retry-after`), when it said."""
+    headers = exc.response.headers if isinstance(exc, anthropic.APIStatusError) else {}
+    milliseconds = parse_retry_after(headers.get("retry-after-ms"))
+    return milliseconds / 1000 if milliseconds is not None else parse_retry_after(headers.get("retry-after"))
 
 
 def _category_listing(categories: dict[str, Category]) -> str:
@@ -241,29 +257,51 @@ class AnthropicModel:
     def _send(self, batch: Sequence[TxnInput], record: CallRecord):
         """The response, after retrying transient failures; None when every attempt failed."""
         params = self.request_params(batch)
-        for attempt in range(1, self.max_attempts + 1):
-            record.attempts = attempt
-            try:
-                return self.client.messages.create(**params)
-            except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
-                record.error = f"{type(exc).__name__} (HTTP {exc.status_code})"
-                raise BankPipelineError(
-                    f"the Anthropic API refused the credentials (HTTP {exc.status_code}): check ANTHROPIC_API_KEY"
-                ) from None
-            except anthropic.APIStatusError as exc:
-                record.error = f"HTTP {exc.status_code}: {type(exc).__name__}"
-                if exc.status_code not in _RETRYABLE_STATUS:
-                    log.warning("model call failed without retry: %s", record.error)
-                    return None
-                delay = self._delay(attempt, exc.response.headers)
-            except anthropic.APIConnectionError as exc:
-                record.error = f"{type(exc).__name__}"
-                delay = self._delay(attempt, {})
-            if attempt < self.max_attempts:
-                log.info("model call attempt %d failed (%s); retrying in %.2fs", attempt, record.error, delay)
-                time.sleep(delay)
-        log.warning("model call failed after %d attempts: %s", self.max_attempts, record.error)
-        return None
+        loop = retrying(
+            attempts=self.max_attempts,
+            retry_if=_transient,
+            wait=wait_retry_after(
+                _retry_after,
+                # "equal jitter": half the doubling backoff, plus up to as much again at random
+                tenacity.wait_exponential(multiplier=self.retry_base_delay / 2, max=self.retry_max_delay / 2)
+                + tenacity.wait_random_exponential(
+                    multiplier=self.retry_base_delay / 2, max=self.retry_max_delay / 2
+                ),
+                self.retry_max_delay,
+            ),
+            log=log,
+            what="model call",
+            describe=lambda exc: record.error,
+            level=logging.INFO,
+        )
+        try:
+            for attempt in loop:
+                with attempt:
+                    record.attempts = attempt.retry_state.attempt_number
+                    return self._create(params, record)
+        except (anthropic.APIStatusError, anthropic.APIConnectionError) as exc:
+            if _transient(exc):
+                log.warning("model call failed after %d attempts: %s", record.attempts, record.error)
+            else:
+                log.warning("model call failed without retry: %s", record.error)
+            return None
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _create(self, params: dict, record: CallRecord):
+        """One Messages API call; a failure is noted on the record and raised."""
+        try:
+            return self.client.messages.create(**params)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as exc:
+            record.error = f"{type(exc).__name__} (HTTP {exc.status_code})"
+            raise BankPipelineError(
+                f"the Anthropic API refused the credentials (HTTP {exc.status_code}): check ANTHROPIC_API_KEY"
+            ) from None
+        except anthropic.APIStatusError as exc:
+            record.error = f"HTTP {exc.status_code}: {type(exc).__name__}"
+            raise
+        except anthropic.APIConnectionError as exc:
+            record.error = type(exc).__name__
+            raise
 
     # --- Message Batches (half price, answers within 24 hours) -------------------------------
 
@@ -332,17 +370,6 @@ class AnthropicModel:
             ledger.record(record)
             results.update(got)
         return results
-
-    def _delay(self, attempt: int, headers) -> float:
-        for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-            value = headers.get(name) if headers else None
-            if value is not None:
-                try:
-                    return min(self.retry_max_delay, max(0.0, float(value) * scale))
-                except ValueError:
-                    pass
-        backoff = self.retry_base_delay * (2 ** (attempt - 1))
-        return min(self.retry_max_delay, backoff * (0.5 + random.random() / 2))
 
     def _parse(self, response, by_id: dict[str, TxnInput]) -> tuple[dict[int, Enrichment], list[str]]:
         items: list = []

@@ -16,7 +16,7 @@ import dagster as dg
 from sqlalchemy import Engine
 
 from bank_pipeline.config import Settings
-from bank_pipeline.db import make_engine, migrate
+from bank_pipeline.db import make_engine, require_current_schema
 
 _ENGINES: dict[str, Engine] = {}
 _ENGINES_LOCK = threading.Lock()
@@ -28,12 +28,18 @@ class AppDatabase(dg.ConfigurableResource):
     url: str
 
     def get_engine(self) -> Engine:
-        """One engine per URL and process, migrated on first use."""
+        """One engine per URL and process. The schema is not migrated here (sensor ticks and runs
+        would race to do it): the database's owner does, with `bank-pipeline db upgrade` or any
+        CLI command; until then a database behind the code fails with that instruction."""
         with _ENGINES_LOCK:
             engine = _ENGINES.get(self.url)
             if engine is None:
                 engine = make_engine(self.url)
-                migrate(engine)
+                try:
+                    require_current_schema(engine)
+                except BaseException:
+                    engine.dispose()
+                    raise
                 _ENGINES[self.url] = engine
             return engine
 

@@ -12,18 +12,18 @@ import hashlib
 import json
 import logging
 import secrets
-import time
 from collections.abc import Iterable
 from urllib.parse import quote, urlencode
 
 import httpx
+import tenacity
 
 from bank_pipeline import clock
+from bank_pipeline.retries import retrying
 from bank_pipeline.truelayer.errors import (
     MalformedResponse,
     NetworkError,
     ServerError,
-    TrueLayerError,
     error_for_status,
     excerpt,
 )
@@ -96,6 +96,15 @@ def _tokenset(data: object, path: str, previous_refresh: str | None = None) -> T
     )
 
 
+def _grant_unused(exc: BaseException) -> bool:
+    """A token call worth repeating: a 5xx (not 501) or a connection that never reached the server."""
+    return (
+        isinstance(exc, ServerError)
+        and exc.status_code != 501
+        and not getattr(exc, "grant_may_be_used", False)
+    )
+
+
 class AuthClient:
     """`POST {auth_url}/connect/token` for the authorization-code and refresh-token grants."""
 
@@ -125,61 +134,59 @@ class AuthClient:
     def _post(self, form: dict[str, str]) -> object:
         """POST the token form. Retries only failures where the server cannot have used the grant:
         5xx answers and connection errors before anything was sent (never read timeouts)."""
-        path = self.TOKEN_PATH
         body = {**form, "client_id": self.client_id, "client_secret": self._client_secret}
+        loop = retrying(
+            attempts=self.max_attempts,
+            retry_if=_grant_unused,
+            wait=tenacity.wait_exponential(multiplier=0.2, max=2.0),
+            log=log,
+            what=f"TrueLayer POST {self.TOKEN_PATH}",
+            describe=lambda exc: getattr(exc, "error", None) or type(exc).__name__,
+        )
         with httpx.Client(timeout=self.timeout, transport=self._transport) as http:
-            for attempt in range(1, self.max_attempts + 1):
-                self.calls_made += 1
-                try:
-                    response = http.post(
-                        self.auth_url + path, data=body, headers={"Accept": "application/json"}
-                    )
-                except httpx.ConnectError as exc:
-                    error: TrueLayerError = NetworkError(
-                        f"TrueLayer POST {path}: could not reach {httpx.URL(self.auth_url).host}",
-                        error="connection_error",
-                        error_description=type(exc).__name__,
-                        attempts=attempt,
-                        path=path,
-                    )
-                except httpx.TransportError as exc:
-                    raise NetworkError(
-                        f"TrueLayer POST {path} failed mid-request; the grant may have been used",
-                        error="connection_error",
-                        error_description=type(exc).__name__,
-                        attempts=attempt,
-                        path=path,
-                    ) from None
-                else:
-                    if response.status_code == 200:
-                        try:
-                            return json.loads(response.text)
-                        except ValueError:
-                            raise MalformedResponse(
-                                f"TrueLayer POST {path} returned a body that is not valid JSON "
-                                f"(starts {excerpt(response.text, 80)!r})",
-                                status_code=200,
-                                error="malformed_response",
-                                attempts=attempt,
-                                path=path,
-                            ) from None
-                    error = error_for_status(
-                        response.status_code,
-                        response.text,
-                        method="POST",
-                        path=path,
-                        attempts=attempt,
-                        token_endpoint=True,
-                    )
-                if (
-                    not isinstance(error, ServerError)
-                    or error.status_code == 501
-                    or attempt == self.max_attempts
-                ):
-                    raise error
-                log.warning("TrueLayer POST %s: %s (attempt %d); retrying", path, error.error, attempt)
-                time.sleep(min(2.0, 0.2 * 2 ** (attempt - 1)))
+            for attempt in loop:
+                with attempt:
+                    return self._attempt(http, body, attempt.retry_state.attempt_number)
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, http: httpx.Client, body: dict[str, str], attempt: int) -> object:
+        path = self.TOKEN_PATH
+        self.calls_made += 1
+        try:
+            response = http.post(self.auth_url + path, data=body, headers={"Accept": "application/json"})
+        except httpx.ConnectError as exc:
+            raise NetworkError(
+                f"TrueLayer POST {path}: could not reach {httpx.URL(self.auth_url).host}",
+                error="connection_error",
+                error_description=type(exc).__name__,
+                attempts=attempt,
+                path=path,
+            ) from None
+        except httpx.TransportError as exc:
+            error = NetworkError(
+                f"TrueLayer POST {path} failed mid-request; the grant may have been used",
+                error="connection_error",
+                error_description=type(exc).__name__,
+                attempts=attempt,
+                path=path,
+            )
+            error.grant_may_be_used = True
+            raise error from None
+        if response.status_code == 200:
+            try:
+                return json.loads(response.text)
+            except ValueError:
+                raise MalformedResponse(
+                    f"TrueLayer POST {path} returned a body that is not valid JSON "
+                    f"(starts {excerpt(response.text, 80)!r})",
+                    status_code=200,
+                    error="malformed_response",
+                    attempts=attempt,
+                    path=path,
+                ) from None
+        raise error_for_status(
+            response.status_code, response.text, method="POST", path=path, attempts=attempt, token_endpoint=True
+        )
 
     def exchange_code(self, code: str, redirect_uri: str, code_verifier: str | None = None) -> TokenSet:
         """Trade an authorization code (single use) for tokens; a bad/reused code → AuthorizationRequired."""

@@ -1,6 +1,7 @@
 """TrueLayer Data API v1 client (httpx): typed errors, retries with backoff, raw bodies kept for audit.
 
-Retries (exponential backoff with full jitter, `Retry-After` honoured up to `max_delay`) cover 429
+Retries (tenacity: exponential backoff with full jitter, `Retry-After` honoured up to `max_delay`,
+every attempt counted and announced through `before_attempt`) cover 429
 `provider_too_many_requests`, 5xx (except 501) and timeouts/connection errors. Everything else is
 final at once — above all 429 `provider_request_limit_exceeded` (the bank's ~4 unattended calls per
 account per day), where a retry would only burn tomorrow's patience.
@@ -9,19 +10,17 @@ account per day), where a retry would only burn tomorrow's patience.
 from __future__ import annotations
 
 import datetime as dt
-import email.utils
 import json
 import logging
-import random
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import httpx
+import tenacity
 
-from bank_pipeline import clock
+from bank_pipeline.retries import parse_retry_after, retrying, wait_retry_after
 from bank_pipeline.truelayer.errors import (
     AuthorizationRequired,
     InvalidRequest,
@@ -29,14 +28,13 @@ from bank_pipeline.truelayer.errors import (
     NetworkError,
     RateLimited,
     ServerError,
-    TrueLayerError,
     error_for_status,
     excerpt,
 )
 from bank_pipeline.truelayer.models import TransactionsResponse
 from bank_pipeline.truelayer.windows import as_date, check_range
 
-__all__ = ["DataClient", "RetryPolicy", "TransactionsResponse"]
+__all__ = ["DataClient", "RetryPolicy", "TransactionsResponse", "parse_retry_after"]
 
 log = logging.getLogger(__name__)
 
@@ -45,38 +43,24 @@ KINDS = {"account": "accounts", "card": "cards"}
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How many attempts a call gets, and how long to wait between them."""
+    """How many attempts a call gets, and how long to wait between them: exponential backoff with
+    full jitter (`base_delay` doubling, at most `max_delay`), or the server's `Retry-After` (capped
+    at `max_delay`) when it sent one."""
 
     max_attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
 
-    def delay(self, attempt: int, retry_after: float | None = None) -> float:
-        """Seconds to wait after failed attempt number `attempt` (1-based)."""
-        if retry_after is not None:
-            return max(0.0, min(retry_after, self.max_delay))
-        return random.uniform(0.0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+    def wait(self) -> wait_retry_after:
+        """The tenacity wait strategy for this policy."""
+        return wait_retry_after(
+            lambda exc: getattr(exc, "retry_after", None),
+            tenacity.wait_random_exponential(multiplier=self.base_delay, max=self.max_delay),
+            self.max_delay,
+        )
 
 
-def parse_retry_after(value: str | None) -> float | None:
-    """`Retry-After` as seconds: delta-seconds or an HTTP date; None when absent or unparseable."""
-    if not value:
-        return None
-    value = value.strip()
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.timezone.utc)
-    return max(0.0, (when - clock.now()).total_seconds())
-
-
-def _retryable(exc: TrueLayerError) -> bool:
+def _retryable(exc: BaseException) -> bool:
     return isinstance(exc, (RateLimited, ServerError)) and exc.status_code != 501
 
 
@@ -125,55 +109,56 @@ class DataClient:
     def _send(self, path: str, params: dict[str, str] | None) -> tuple[httpx.Response, int]:
         """GET with retries; returns the 2xx response and the number of attempts it took."""
         policy = self.retry
-        attempts = max(1, policy.max_attempts)
-        for attempt in range(1, attempts + 1):
-            headers = {"Authorization": f"Bearer {self.token_provider()}", "Accept": "application/json"}
-            if self.psu_ip:
-                headers["X-PSU-IP"] = self.psu_ip
-            if self.before_attempt is not None:
-                self.before_attempt()
-            self._count()
-            retry_after = None
-            try:
-                response = self._http.get(self.data_url + path, params=params, headers=headers)
-            except httpx.TimeoutException as exc:
-                error: TrueLayerError = NetworkError(
-                    f"TrueLayer GET {path} timed out after {self.timeout:g}s",
-                    error="timeout",
-                    error_description=type(exc).__name__,
-                    attempts=attempt,
-                    path=path,
-                )
-            except httpx.TransportError as exc:
-                error = NetworkError(
-                    f"TrueLayer GET {path}: could not reach {httpx.URL(self.data_url).host}",
-                    error="connection_error",
-                    error_description=type(exc).__name__,
-                    attempts=attempt,
-                    path=path,
-                )
-            else:
-                if 200 <= response.status_code < 300:
-                    return response, attempt
-                error = error_for_status(
-                    response.status_code, response.text, method="GET", path=path, attempts=attempt
-                )
-                retry_after = parse_retry_after(response.headers.get("Retry-After"))
-            if not _retryable(error) or attempt == attempts:
-                if isinstance(error, AuthorizationRequired) and self.on_authorization_required:
-                    self.on_authorization_required(error)
-                raise error
-            wait = policy.delay(attempt, retry_after)
-            log.warning(
-                "TrueLayer GET %s: %s (attempt %d/%d); retrying in %.2fs",
-                path,
-                error.error or error.status_code,
-                attempt,
-                attempts,
-                wait,
-            )
-            time.sleep(wait)
+        loop = retrying(
+            attempts=policy.max_attempts,
+            retry_if=_retryable,
+            wait=policy.wait(),
+            log=log,
+            what=f"TrueLayer GET {path}",
+            describe=lambda exc: getattr(exc, "error", None) or getattr(exc, "status_code", None),
+        )
+        try:
+            for attempt in loop:
+                with attempt:
+                    number = attempt.retry_state.attempt_number
+                    return self._attempt(path, params, number), number
+        except AuthorizationRequired as error:
+            if self.on_authorization_required:
+                self.on_authorization_required(error)
+            raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _attempt(self, path: str, params: dict[str, str] | None, attempt: int) -> httpx.Response:
+        """One GET: the 2xx response, or the typed error (with the server's `Retry-After`)."""
+        headers = {"Authorization": f"Bearer {self.token_provider()}", "Accept": "application/json"}
+        if self.psu_ip:
+            headers["X-PSU-IP"] = self.psu_ip
+        if self.before_attempt is not None:
+            self.before_attempt()
+        self._count()
+        try:
+            response = self._http.get(self.data_url + path, params=params, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise NetworkError(
+                f"TrueLayer GET {path} timed out after {self.timeout:g}s",
+                error="timeout",
+                error_description=type(exc).__name__,
+                attempts=attempt,
+                path=path,
+            ) from None
+        except httpx.TransportError as exc:
+            raise NetworkError(
+                f"TrueLayer GET {path}: could not reach {httpx.URL(self.data_url).host}",
+                error="connection_error",
+                error_description=type(exc).__name__,
+                attempts=attempt,
+                path=path,
+            ) from None
+        if 200 <= response.status_code < 300:
+            return response
+        error = error_for_status(response.status_code, response.text, method="GET", path=path, attempts=attempt)
+        error.retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise error
 
     def _get(self, path: str, params: dict[str, str] | None = None) -> tuple[httpx.Response, Any, int]:
         response, attempts = self._send(path, params)

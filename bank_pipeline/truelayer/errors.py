@@ -41,6 +41,8 @@ class TrueLayerError(BankPipelineError):
         self.error_details = error_details or {}
         self.attempts = attempts
         self.path = path
+        # Seconds the server asked us to wait before trying again (`Retry-After`), when it said.
+        self.retry_after: float | None = None
         super().__init__(message)
 
     def __str__(self) -> str:

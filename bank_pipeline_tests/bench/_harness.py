@@ -51,7 +51,7 @@ def connected_user(user: str, today, *, latency_ms: int = 0, dagster_storage: st
     `dagster_storage`: one of DAGSTER_STORAGES; "sqlite" takes the storage sections of the repo's
     dagster.yaml, relocated into the temporary directory; the rest is `instance_for_test`'s default.
     """
-    from bank_pipeline.connections import connect
+    from bank_pipeline.connections.flow import connect
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig, run_in_thread
 
     with tempfile.TemporaryDirectory() as tmp:

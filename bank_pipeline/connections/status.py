@@ -1,0 +1,115 @@
+"""What `bank-pipeline status` shows: connections, consent expiry, accounts — never a token."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import sqlalchemy as sa
+
+from bank_pipeline.connections.timestamps import aware
+from bank_pipeline.connections.tokens import RECONNECT_HINT
+from bank_pipeline.db import utcnow
+from bank_pipeline.db.schema import accounts, connections
+
+
+def consent_warnings(engine: sa.Engine, within_days: int = 7) -> list[str]:
+    """One line per connection whose consent ends within `within_days` days, has ended, or needs
+    the user again."""
+    now = utcnow()
+    warnings = []
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(connections).order_by(connections.c.id)).all()
+    for row in rows:
+        name = f"connection {row.id} ({row.provider_name or row.provider_id or 'bank'})"
+        expires = aware(row.consent_expires_at)
+        if row.status == "authorization_required":
+            warnings.append(f"{name} needs authorising again: {RECONNECT_HINT}")
+        elif row.status == "active" and expires is not None:
+            if expires <= now:
+                warnings.append(f"{name}: consent expired on {expires:%Y-%m-%d %H:%M} UTC; {RECONNECT_HINT}")
+            elif expires - now <= dt.timedelta(days=within_days):
+                days = (expires - now).days
+                warnings.append(
+                    f"{name}: consent expires on {expires:%Y-%m-%d %H:%M} UTC (in {days} day{'s' if days != 1 else ''}); "
+                    f"run `bank-pipeline connect` before then to keep importing"
+                )
+    return warnings
+
+
+def status_summary(engine: sa.Engine, within_days: int = 7) -> dict:
+    """Connections and their accounts for `bank-pipeline status` — never a token."""
+    with engine.connect() as conn:
+        conns = (
+            conn.execute(
+                sa.select(
+                    connections.c.id,
+                    connections.c.provider_id,
+                    connections.c.provider_name,
+                    connections.c.status,
+                    connections.c.status_message,
+                    connections.c.consent_expires_at,
+                    connections.c.access_expires_at,
+                    connections.c.scopes,
+                    connections.c.created_at,
+                    connections.c.updated_at,
+                ).order_by(connections.c.id)
+            )
+            .mappings()
+            .all()
+        )
+        accts = (
+            conn.execute(
+                sa.select(
+                    accounts.c.id,
+                    accounts.c.connection_id,
+                    accounts.c.account_key,
+                    accounts.c.kind,
+                    accounts.c.display_name,
+                    accounts.c.account_type,
+                    accounts.c.currency,
+                    accounts.c.active,
+                    accounts.c.provider_id,
+                    accounts.c.last_synced_at,
+                    accounts.c.last_failure_at,
+                    accounts.c.last_failure_message,
+                    accounts.c.last_failure_run_id,
+                ).order_by(accounts.c.connection_id, accounts.c.kind, accounts.c.id)
+            )
+            .mappings()
+            .all()
+        )
+    return {
+        "connections": [dict(row) for row in conns],
+        "accounts": [dict(row) for row in accts],
+        "warnings": consent_warnings(engine, within_days),
+    }
+
+
+def format_status(summary: dict) -> str:
+    """Human-readable status text."""
+    lines: list[str] = []
+    if not summary["connections"]:
+        return "no bank connected yet: run `bank-pipeline connect`"
+
+    def when(value: dt.datetime | None) -> str:
+        value = aware(value)
+        return f"{value:%Y-%m-%d %H:%M} UTC" if value else "never"
+
+    for c in summary["connections"]:
+        lines.append(
+            f"connection {c['id']}: {c['provider_name'] or c['provider_id'] or '?'} — {c['status']}"
+            f"; consent expires {when(c['consent_expires_at']) if c['consent_expires_at'] else 'unknown'}"
+        )
+        if c["status_message"]:
+            lines.append(f"    {c['status_message']}")
+        for a in (a for a in summary["accounts"] if a["connection_id"] == c["id"]):
+            flag = "" if a["active"] else " (no longer listed by the bank)"
+            lines.append(
+                f"  - {a['display_name'] or '?'} [{a['kind']}, {a['currency'] or '?'}] key {a['account_key']}{flag}; "
+                f"last synced {when(a['last_synced_at'])}"
+            )
+            if a["last_failure_message"]:
+                lines.append(f"      last failure {when(a['last_failure_at'])}: {a['last_failure_message']}")
+    for warning in summary["warnings"]:
+        lines.append(f"warning: {warning}")
+    return "\n".join(lines)
