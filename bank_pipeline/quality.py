@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+from dataclasses import dataclass
 from decimal import Decimal
 from itertools import groupby
 
@@ -11,12 +13,33 @@ from sqlalchemy import Engine
 from bank_pipeline.db.schema import pending_transactions, quarantine, transactions
 
 
-def duplicate_provider_ids(engine: Engine) -> list[dict]:
-    """Ledger rows sharing a stable TrueLayer id within an account (the dedup key should prevent it)."""
+@dataclass(frozen=True)
+class LedgerScope:
+    """The account-days one run touched. A check after a run looks there only, so its cost follows
+    the run's size, not the ledger's (None: the whole ledger)."""
+
+    account_ids: tuple[int, ...]
+    first: dt.date
+    last: dt.date
+
+
+def _within(query: sa.Select, account_column, date_column, scope: LedgerScope | None) -> sa.Select:
+    if scope is None:
+        return query
+    return query.where(account_column.in_(scope.account_ids), date_column.between(scope.first, scope.last))
+
+
+def duplicate_provider_ids(engine: Engine, scope: LedgerScope | None = None) -> list[dict]:
+    """Ledger rows sharing a stable TrueLayer id within an account. The ledger's unique key is the
+    dedup key, not this id: a bank that re-sends a booked row with another date or amount under
+    the same stable id, loaded as new instead of corrected, shows up here."""
     t = transactions
+    query = _within(
+        sa.select(t.c.account_id, t.c.normalised_provider_transaction_id, sa.func.count().label("copies")),
+        t.c.account_id, t.c.booking_date, scope,
+    )
     query = (
-        sa.select(t.c.account_id, t.c.normalised_provider_transaction_id, sa.func.count().label("copies"))
-        .where(t.c.normalised_provider_transaction_id.is_not(None))
+        query.where(t.c.normalised_provider_transaction_id.is_not(None))
         .group_by(t.c.account_id, t.c.normalised_provider_transaction_id)
         .having(sa.func.count() > 1)
         .limit(50)
@@ -46,18 +69,34 @@ def _chain(start: Decimal, rows: list, tolerance: Decimal, pending: list[Decimal
     return balance, []
 
 
-def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) -> list[dict]:
+def running_balance_gaps(
+    engine: Engine, tolerance: Decimal = Decimal("0.005"), scope: LedgerScope | None = None
+) -> list[dict]:
     """Places where running balances do not add up: a transaction is missing between them.
 
     Rows are walked day by day; a difference equal to a transaction still pending is not a gap. Within a day, posting order is unknowable from timestamps (banks
     stamp many rows with a bare date at midnight beside others with exact times), so any order
     that chains is accepted. Only rows
-    where the bank sent a running balance are compared; the first row of an account starts it.
+    where the bank sent a running balance are compared; the first row of an account (or of the
+    scope) starts it.
     """
     t = transactions
+    walked = scope
+    if scope is not None:  # start from the last day before the scope: a gap on its first day shows
+        with engine.connect() as conn:
+            before = conn.execute(
+                sa.select(sa.func.max(t.c.booking_date)).where(
+                    t.c.account_id.in_(scope.account_ids), t.c.booking_date < scope.first,
+                    t.c.running_balance.is_not(None),
+                )
+            ).scalar_one()
+        walked = LedgerScope(scope.account_ids, before or scope.first, scope.last)
+    query = _within(
+        sa.select(t.c.account_id, t.c.id, t.c.booked_at, t.c.booking_date, t.c.amount, t.c.running_balance),
+        t.c.account_id, t.c.booking_date, walked,
+    )
     query = (
-        sa.select(t.c.account_id, t.c.id, t.c.booked_at, t.c.booking_date, t.c.amount, t.c.running_balance)
-        .where(t.c.running_balance.is_not(None))
+        query.where(t.c.running_balance.is_not(None))
         .order_by(t.c.account_id, t.c.booking_date, t.c.booked_at, t.c.id)
     )
     gaps: list[dict] = []
@@ -78,6 +117,8 @@ def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) 
                 starts = [i for i in items if (i[2] - i[1]) not in balances] or items[:1]
                 balance = starts[0][2] - starts[0][1]
             balance, unchained = _chain(balance, items, tolerance, pending_by_account.setdefault(account_id, []))
+            if scope is not None and booking_date < scope.first:
+                continue  # the day before the scope only sets the opening balance
             gaps.extend(
                 {
                     "account_id": account_id,
@@ -90,9 +131,9 @@ def running_balance_gaps(engine: Engine, tolerance: Decimal = Decimal("0.005")) 
     return gaps
 
 
-def unexplained_quarantine(engine: Engine) -> int:
+def unexplained_quarantine(engine: Engine, scope: LedgerScope | None = None) -> int:
     """Quarantined rows nobody has resolved or explained yet."""
+    q = quarantine
+    query = _within(sa.select(sa.func.count()).select_from(q), q.c.account_id, q.c.partition_date, scope)
     with engine.connect() as conn:
-        return conn.execute(
-            sa.select(sa.func.count()).select_from(quarantine).where(quarantine.c.resolved_at.is_(None))
-        ).scalar_one()
+        return conn.execute(query.where(q.c.resolved_at.is_(None))).scalar_one()

@@ -82,3 +82,52 @@ def test_a_gap_equal_to_a_pending_transaction_is_not_reported(engine):
             booked_at=utcnow(), amount=Decimal("-40.26"), currency="GBP", direction="debit",
             description="SHELL", fetched_at=utcnow()))
     assert quality.running_balance_gaps(engine) == []
+
+
+def test_a_scope_looks_only_at_its_account_days(engine):
+    _ledger(engine, POSTINGS, skip={3})  # the gap is on 2026-03-02
+    with engine.connect() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id)).scalar_one()
+    elsewhere = quality.LedgerScope((account_id,), dt.date(2026, 3, 3), dt.date(2026, 3, 31))
+    there = quality.LedgerScope((account_id,), dt.date(2026, 3, 2), dt.date(2026, 3, 2))
+    other_account = quality.LedgerScope((account_id + 1,), dt.date(2026, 3, 1), dt.date(2026, 3, 31))
+    assert quality.running_balance_gaps(engine, scope=elsewhere) == []
+    assert quality.running_balance_gaps(engine, scope=other_account) == []
+    assert [g["booking_date"] for g in quality.running_balance_gaps(engine, scope=there)] == ["2026-03-02"]
+    with engine.begin() as conn:
+        conn.execute(quarantine.insert().values(account_id=account_id, partition_date=dt.date(2026, 3, 2),
+                                                reason="bad", payload="{}", created_at=utcnow()))
+    assert quality.unexplained_quarantine(engine, there) == 1
+    assert quality.unexplained_quarantine(engine, elsewhere) == 0
+
+
+def test_the_checks_follow_the_runs_partitions(sqlite_url):
+    """Through Dagster: a run over one account-day checks that day; a gap elsewhere does not fail it."""
+    import dagster as dg
+
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.orchestration.checks import ledger_checks
+    from bank_pipeline.orchestration.partitions import partition_key, transaction_partitions
+    from bank_pipeline.orchestration.resources import AppDatabase
+
+    engine = make_engine(sqlite_url)
+    _ledger(engine, POSTINGS, skip={3})  # the gap is on 2026-03-02, account "aq1"
+
+    @dg.asset(name="loaded_transactions", partitions_def=transaction_partitions)
+    def stand_in() -> None:
+        """Stands in for the loaded asset: the checks read the ledger, not the asset's output."""
+
+    def check_results(day: dt.date) -> dict[str, dg.AssetCheckEvaluation]:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("accounts", ["aq1"])
+            result = dg.materialize(
+                [stand_in, *ledger_checks], instance=instance, partition_key=partition_key("aq1", day),
+                resources={"database": AppDatabase(url=sqlite_url)},
+            )
+            return {e.check_name: e for e in result.get_asset_check_evaluations()}
+
+    clean_day = check_results(dt.date(2026, 3, 3))
+    assert clean_day["running_balances_continuous"].passed
+    assert clean_day["running_balances_continuous"].metadata["scope"].value == "1 account(s), 2026-03-03 to 2026-03-03"
+    gap_day = check_results(dt.date(2026, 3, 2))
+    assert not gap_day["running_balances_continuous"].passed

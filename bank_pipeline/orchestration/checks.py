@@ -1,19 +1,46 @@
-"""Asset checks on the ledger, shown beside `loaded_transactions` in the Dagster UI."""
+"""Asset checks on the ledger, shown beside `loaded_transactions` in the Dagster UI.
 
+Each looks only at the account-days of the run it follows (from the run's partition tags), so a
+daily run checks a few days, not the whole ledger; a run without partition tags checks everything.
+"""
 
 import dagster as dg
+import sqlalchemy as sa
 
 from bank_pipeline import quality
+from bank_pipeline.db.schema import accounts
 from bank_pipeline.orchestration.assets import loaded_transactions
+from bank_pipeline.orchestration.partitions import account_keys_from_tags, days_from_tags
 from bank_pipeline.orchestration.resources import AppDatabase
 
 
+def run_scope(context: dg.AssetCheckExecutionContext, engine: sa.Engine) -> quality.LedgerScope | None:
+    """The run's account-days as a LedgerScope (None when the run names no partitions)."""
+    tags = context.run.tags
+    days = days_from_tags(tags)
+    if days is None:
+        return None
+    with engine.connect() as conn:
+        ids_by_key = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.id)).all())
+    keys = account_keys_from_tags(tags, ids_by_key)
+    return quality.LedgerScope(tuple(ids_by_key[k] for k in keys if k in ids_by_key), days[0], days[1])
+
+
+def _scope_metadata(scope: quality.LedgerScope | None) -> dict:
+    if scope is None:
+        return {"scope": "whole ledger"}
+    return {"scope": f"{len(scope.account_ids)} account(s), {scope.first} to {scope.last}"}
+
+
 @dg.asset_check(asset=loaded_transactions, description="No stable TrueLayer id appears twice in an account.")
-def no_duplicate_transactions(database: AppDatabase) -> dg.AssetCheckResult:
-    duplicates = quality.duplicate_provider_ids(database.get_engine())
+def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
+    engine = database.get_engine()
+    scope = run_scope(context, engine)
+    duplicates = quality.duplicate_provider_ids(engine, scope)
     return dg.AssetCheckResult(
         passed=not duplicates,
-        metadata={"duplicates": len(duplicates), "examples": dg.MetadataValue.json(duplicates[:10])},
+        metadata={"duplicates": len(duplicates), "examples": dg.MetadataValue.json(duplicates[:10]),
+                  **_scope_metadata(scope)},
     )
 
 
@@ -21,22 +48,26 @@ def no_duplicate_transactions(database: AppDatabase) -> dg.AssetCheckResult:
     asset=loaded_transactions,
     description="Running balances add up between consecutive transactions; a gap means a missing one.",
 )
-def running_balances_continuous(database: AppDatabase) -> dg.AssetCheckResult:
-    gaps = quality.running_balance_gaps(database.get_engine())
+def running_balances_continuous(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
+    engine = database.get_engine()
+    scope = run_scope(context, engine)
+    gaps = quality.running_balance_gaps(engine, scope=scope)
     return dg.AssetCheckResult(
         passed=not gaps,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"gaps": len(gaps), "examples": dg.MetadataValue.json(gaps[:10])},
+        metadata={"gaps": len(gaps), "examples": dg.MetadataValue.json(gaps[:10]), **_scope_metadata(scope)},
     )
 
 
 @dg.asset_check(asset=loaded_transactions, description="Every quarantined row has been explained or resolved.")
-def quarantine_explained(database: AppDatabase) -> dg.AssetCheckResult:
-    open_rows = quality.unexplained_quarantine(database.get_engine())
+def quarantine_explained(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
+    engine = database.get_engine()
+    scope = run_scope(context, engine)
+    open_rows = quality.unexplained_quarantine(engine, scope)
     return dg.AssetCheckResult(
         passed=open_rows == 0,
         severity=dg.AssetCheckSeverity.WARN,
-        metadata={"unexplained_rows": open_rows},
+        metadata={"unexplained_rows": open_rows, **_scope_metadata(scope)},
         description=None if open_rows == 0 else "see the `quarantine` table for each row's reason",
     )
 

@@ -160,6 +160,17 @@ def account_keys_from_tags(tags: dict[str, str], known_keys: Iterable[str]) -> l
     return []
 
 
+def days_from_tags(tags: dict[str, str]) -> tuple[dt.date, dt.date] | None:
+    """The first and last day a run covers, from its partition tags (None: not a partition run)."""
+    if "dagster/partition" in tags:
+        day = dt.date.fromisoformat(_split(tags["dagster/partition"])[DATE_DIMENSION])
+        return day, day
+    if RANGE_START_TAG in tags and RANGE_END_TAG in tags:
+        days = sorted(dt.date.fromisoformat(_split(tags[t])[DATE_DIMENSION]) for t in (RANGE_START_TAG, RANGE_END_TAG))
+        return days[0], days[1]
+    return None
+
+
 def last_complete_day(now: dt.datetime, timezone: str) -> dt.date:
     """Yesterday in the partitions' timezone: today's partition is not complete yet."""
     from zoneinfo import ZoneInfo
