@@ -24,7 +24,7 @@ from starlette.routing import Route
 
 from bank_pipeline import clock
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.simulator import hostile, webhooks
+from bank_pipeline.simulator import hostile, mandates, webhooks
 from bank_pipeline.simulator.config import SimulatorConfig
 from bank_pipeline.simulator.generator import AccountData, AccountSpec, Txn, listed_users, pence_str
 from bank_pipeline.simulator.state import Consent, SimulatorState, _iso, _parse_iso, valid_user
@@ -595,84 +595,20 @@ def _transactions(pending: bool):
     return handler
 
 
-def _frequency(dom: int) -> str:
-    return f"IntrvlMnthDay:01:{dom:02d}"
-
-
 async def standing_orders(request, st, granted, spec, nonce):
-    today = st.today
-    now = _iso(st.sim_now())
     data = st.user_data(granted.user)
-    orders = []
-    plans = []
-    if spec.rent:
-        plans.append((spec.rent[0], spec.rent[1], 1, "RENT"))
-    if spec.saves_to:
-        sav = data.accounts[spec.saves_to[0]].spec
-        plans.append((f"{data.spec.full_name.upper()}", spec.saves_to[1], 28, f"SAVINGS {sav.number}"))
-    first = date.fromordinal(data.start_day)
-    for payee, amount, dom, ref in plans:
-        nxt = today.replace(day=dom)
-        if nxt <= today:
-            nxt = (nxt.replace(day=28) + timedelta(days=4)).replace(day=dom)
-        orders.append(
-            {
-                "frequency": _frequency(dom),
-                "status": "Active",
-                "timestamp": now,
-                "currency": spec.currency,
-                "meta": {"provider_account_id": request.path_params["account_id"]},
-                "next_payment_date": f"{nxt.isoformat()}T00:00:00+00:00",
-                "next_payment_amount": pence_str(amount),
-                "first_payment_date": f"{first.replace(day=dom).isoformat()}T00:00:00+00:00",
-                "first_payment_amount": pence_str(amount),
-                "final_payment_date": "9999-12-31T00:00:00+00:00",
-                "final_payment_amount": "0.00",
-                "payee": payee,
-                "reference": ref,
-            }
-        )
-    return _results(orders)
+    return _results(
+        mandates.standing_orders(data, spec.key, st.today, _iso(st.sim_now()), request.path_params["account_id"])
+    )
 
 
 async def direct_debits(request, st, granted, spec, nonce):
-    from bank_pipeline.simulator import catalogue as cat
-
-    data: AccountData = st.user_data(granted.user).accounts[spec.key]
-    today = st.today.toordinal()
-    now = _iso(st.sim_now())
-    last: dict[str, Txn] = {}
-    for t in data.txns:
-        if t.tl_category == "DIRECT_DEBIT" and t.available_day <= today and t.meta:
-            last[t.meta.get("provider_reference", "")] = t
-    out = []
-    for key in spec.billers:
-        b = cat.BILLERS[key]
-        mandate = next(
-            (
-                ref
-                for ref, t in last.items()
-                if t.true_subcategory == b.subcategory and b.name in t.description
-            ),
-            None,
+    data = st.user_data(granted.user)
+    return _results(
+        mandates.direct_debits(
+            st.config.seed, data, spec.key, st.today, _iso(st.sim_now()), request.path_params["account_id"]
         )
-        item: dict[str, Any] = {
-            "direct_debit_id": hashlib.md5(f"{nonce}|{key}".encode()).hexdigest(),
-            "timestamp": now,
-            "name": b.name,
-            "status": "Active",
-            "currency": spec.currency,
-            "meta": {
-                "provider_mandate_identification": mandate or key.upper(),
-                "provider_account_id": request.path_params["account_id"],
-            },
-        }
-        if mandate:
-            t = last[mandate]
-            item["previous_payment_timestamp"] = t.timestamp
-            item["previous_payment_amount"] = abs(t.amount) / 100
-        out.append(item)
-    return _results(out)
+    )
 
 
 async def not_supported(request: Request) -> Response:
@@ -759,6 +695,7 @@ async def ground_truth(request: Request) -> Response:
                     # Both legs of a transfer between the user's own accounts share this id.
                     "transfer_pair": t.transfer_pair,
                     "planted": t.planted,  # e.g. "same_amount": unrelated, made to look pairable
+                    "recurring": t.recurring,  # e.g. "dd:octopus", "so:rent", "card:netflix"
                     "transaction_type": t.transaction_type,
                     "transaction_category": t.tl_category,
                     "pending_provider_transaction_id": t.pending_pti,

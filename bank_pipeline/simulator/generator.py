@@ -361,6 +361,9 @@ class Txn:
     # carry the sending leg's uid; rows planted to fool transfer matching say why.
     transfer_pair: str | None = None
     planted: str | None = None
+    # Rows of a recurring payment: "dd:<biller>" (a direct debit the account lists), "so:rent" /
+    # "so:savings" (standing orders it lists) or "card:<merchant>" (a card subscription).
+    recurring: str | None = None
 
     @property
     def transaction_type(self) -> str:
@@ -451,6 +454,11 @@ class _Days:
             return f"{iso}T{um // 60:02d}:{um % 60:02d}:{ms % 60:02d}.{ms:03d}Z"
         frac = f".{ms:03d}" if ms % 3 == 0 else ""
         return f"{iso}T{minute // 60:02d}:{minute % 60:02d}:{ms % 60:02d}{frac}+{off // 60:02d}:00"
+
+
+def biller_mandate(seed: int, user: str, biller: str) -> str:
+    """The direct debit's mandate reference: in every payment's meta and in `/direct_debits`."""
+    return f"{_hint(seed, user, biller) % 10_000_000:07d}"
 
 
 def _shift_weekend(day: int, wd: int, back: bool) -> int:
@@ -602,7 +610,7 @@ class _Gen:
         return {"provider_transaction_category": "DEB"}
 
     # ---- generation
-    def purchase(self, acct: AccountSpec, m: cat.Merchant, rng: random.Random, day: int) -> None:
+    def purchase(self, acct: AccountSpec, m: cat.Merchant, rng: random.Random, day: int) -> Txn:
         if m.prices:
             amount = rng.choice(m.prices)
         else:
@@ -661,6 +669,7 @@ class _Gen:
             d = self.days.info[day][0]
             k = (acct.key, d.year, d.month)
             self.card_spend[k] = self.card_spend.get(k, 0) + fee
+        return first
 
     def pools(self, acct: AccountSpec) -> tuple[list[cat.Merchant], list[float]]:
         if acct.pool == "credit":
@@ -755,6 +764,7 @@ class _Gen:
                     merchant_name=merchant, meta=self.card_meta(acct, None), uid_tag="p",
                 )
                 txn.planted = "same_amount"
+                txn.recurring = f"card:{merchant.lower().replace(' ', '')}"  # monthly, on the 15th
             text, merchant, category, sub = cat.PLANTED_REFUND
             txn = self.add(
                 refunded, self.rng(refunded.key, day, "planted"), day, 600, cat.PLANTED_PENCE, text,
@@ -795,7 +805,7 @@ class _Gen:
                 self.purchase(acct, m, rng, day)
             for sub, sub_dom in subs:
                 if dom == sub_dom:
-                    self.purchase(acct, sub, rng, day)
+                    self.purchase(acct, sub, rng, day).recurring = f"card:{sub.key}"
             # --- refunds that fall due today
             if refunds:
                 due = [r for r in refunds if r[0] == day]
@@ -851,7 +861,7 @@ class _Gen:
             if acct.rent and dom == 1:
                 payee, amount = acct.rent
                 desc = rng.choice((f"SO {payee} RENT", f"STO {payee} RENT FLAT 2", f"{payee} RENT"))
-                self.add(
+                rent = self.add(
                     acct,
                     rng,
                     day,
@@ -864,6 +874,7 @@ class _Gen:
                     "rent",
                     meta={"provider_transaction_category": "SO"},
                 )
+                rent.recurring = "so:rent"
             for b in billers:
                 if d.month not in b.months:
                     continue
@@ -881,11 +892,11 @@ class _Gen:
                     )
                 else:
                     amount = brng.randint(b.low, b.high)
-                mandate = f"{_hint(self.seed, self.spec.user, b.key) % 10_000_000:07d}"
+                mandate = biller_mandate(self.seed, self.spec.user, b.key)
                 desc = brng.choice(
                     (f"DD {b.name} REF {mandate}", b.name, f"{b.name} DDR", f"DIRECT DEBIT {b.name}")
                 )
-                self.add(
+                bill = self.add(
                     acct,
                     brng,
                     day,
@@ -898,6 +909,7 @@ class _Gen:
                     b.subcategory,
                     meta={"provider_transaction_category": "DD", "provider_reference": mandate},
                 )
+                bill.recurring = f"dd:{b.key}"
             # ATM, friends
             if rng.random() < 0.06:
                 amount = rng.choice((2000, 3000, 4000, 5000, 10000))
@@ -977,6 +989,7 @@ class _Gen:
                     "own_accounts",
                     meta={"provider_transaction_category": "SO"},
                 )
+                out_leg.recurring = "so:savings"
                 srng = self.rng(skey, day, "in")
                 sdesc = srng.choice((f"FROM A/C {acct.number}", "TRANSFER FROM CURRENT ACCOUNT"))
                 in_leg = self.add(
