@@ -80,6 +80,47 @@ def land_history(
     return landed
 
 
+def land_mandates(
+    settings: Settings,
+    connection_id: int,
+    accounts: list[dict],
+    *,
+    out: Callable[[str], None] = print,
+) -> dict[str, int]:
+    """Fetch each bank account's direct debits and standing orders as attended calls (the user is
+    present at connect time, so they cost none of the 4 unattended calls a day) and store them in
+    `bank_mandates` for the `recurring_payments` asset. Cards have none. A bank that does not offer
+    the endpoints (501) or refuses them leaves the account without: the detector still works."""
+    from bank_pipeline.analytics.recurring import store_mandates
+    from bank_pipeline.connections import open_data_client
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.truelayer.errors import AuthorizationRequired, TrueLayerError
+
+    attended = dataclasses.replace(settings, psu_ip=settings.psu_ip or LOCAL_PSU_IP)
+    engine = make_engine(settings.database_url)
+    stored: dict[str, int] = {}
+    try:
+        with open_data_client(engine, attended, connection_id) as client:
+            for account in accounts:
+                if account["kind"] != "account":
+                    continue
+                listed: list[list[dict]] = []
+                for name, call in (("direct debits", client.direct_debits), ("standing orders", client.standing_orders)):
+                    try:
+                        listed.append(call(account["provider_account_id"]))
+                    except AuthorizationRequired:
+                        raise
+                    except TrueLayerError as exc:
+                        out(f"  {account['account_key']}: no {name} from the bank ({exc.error or exc})")
+                        listed.append([])
+                stored[account["account_key"]] = n = store_mandates(engine, account["id"], *listed)
+                out(f"  {account['account_key']}: {len(listed[0])} direct debit(s), {len(listed[1])} standing "
+                    f"order(s) stored ({n} in all)")
+    finally:
+        engine.dispose()
+    return stored
+
+
 def import_history(instance, settings: Settings, account_keys: list[str], window: HistoryWindow, *, progress=print):
     """The landed history through the Dagster assets: one run per account, replaying the raw store
     (the runs make no bank call, so they need not be cut per bank window)."""

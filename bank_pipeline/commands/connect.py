@@ -39,10 +39,13 @@ def _connect_cmd(args: argparse.Namespace) -> int:
         response_mode="form_post" if args.form_post else None,
         assume_simulator=args.simulator,
     )
+    from bank_pipeline.history import history_window, import_history, land_history, land_mandates
+
+    print("Fetching direct debits and standing orders while you are here (attended calls):")
+    land_mandates(settings, result.connection_id, result.accounts)
     if args.history_days == 0:
         return 0
     from bank_pipeline.commands.imports import dagster_instance, report_runs
-    from bank_pipeline.history import history_window, import_history, land_history
 
     window = history_window(settings, args.history_days)
     print(f"Fetching history {window.first}..{window.last} while you are here (attended calls, inside the "

@@ -11,6 +11,8 @@ account × day partitions without an IO manager. Layers, in pipeline order:
     pending_transactions             the account's current pending set, replaced on each fetch
     enrichments                      one categorisation per transaction
     transfers / transfer_rejections  pairs of legs between the user's own accounts; pairs refused
+    bank_mandates                    direct debits and standing orders the bank listed at connect time
+    recurring_payments               recurring payments found (mandates + the ledger's repeats)
 
 Amounts are signed Decimals (debits negative). Secrets are stored only Fernet-encrypted.
 """
@@ -401,6 +403,57 @@ transfer_rejections = Table(
     Column("credit_transaction_id", Id, ForeignKey("transactions.id"), primary_key=True),
     Column("transfer_id", Id),  # the id the pair had
     _ts("rejected_at", False),
+)
+
+# Direct debits and standing orders as the bank listed them (`/direct_debits`, `/standing_orders`),
+# fetched at connect time while the user is present (attended calls) and replaced per account.
+bank_mandates = Table(
+    "bank_mandates",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("kind", String(16), nullable=False),  # direct_debit | standing_order
+    Column("mandate_key", String(256), nullable=False),  # mandate id, else payee + reference
+    Column("name", Text, nullable=False),  # the payee
+    Column("reference", Text),
+    Column("status", String(32)),
+    Column("frequency", String(64)),
+    Column("currency", String(3)),
+    Column("next_payment_date", Date),
+    Column("next_payment_amount", Amount),
+    Column("previous_payment_date", Date),
+    Column("previous_payment_amount", Amount),
+    Column("payload", JSON, nullable=False),  # what the bank sent
+    _ts("fetched_at", False),
+    UniqueConstraint("account_id", "kind", "mandate_key", name="uq_bank_mandates_account_kind_key"),
+)
+
+# The `recurring_payments` asset: one row per pattern, upserted by `pattern_key` so ids (and the
+# user's dismissals) survive re-runs.
+recurring_payments = Table(
+    "recurring_payments",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("pattern_key", String(512), nullable=False, unique=True),
+    Column("account_id", Id, ForeignKey("accounts.id"), nullable=False),
+    Column("source", String(16), nullable=False),  # direct_debit | standing_order | detected
+    Column("payee", Text, nullable=False),
+    Column("direction", String(8), nullable=False),  # debit | credit
+    Column("cadence", String(16), nullable=False),  # weekly | monthly | quarterly | annual
+    Column("state", String(8), nullable=False),  # early | mature | ended
+    Column("occurrences", Integer, nullable=False),
+    Column("first_date", Date, nullable=False),
+    Column("last_date", Date, nullable=False),
+    Column("last_amount", Amount, nullable=False),
+    Column("next_date", Date, nullable=False),
+    Column("next_amount", Amount, nullable=False),
+    Column("variable_amount", Boolean, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("transaction_ids", JSON, nullable=False),
+    Column("dismissed", Boolean, nullable=False, server_default="0"),
+    _ts("dismissed_at"),
+    Column("run_id", String(64)),
+    _ts("computed_at", False),
 )
 
 # --- automation -------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Assets downstream of the enriched ledger: `transfers` (pairs of legs between the user's own
-accounts) and `monthly_spending`, partitioned by account × month.
+accounts), `recurring_payments` (direct debits, standing orders and the ledger's repeats) and
+`monthly_spending`, partitioned by account × month.
 
 Each account-month depends on that account's days of the month (`DAYS_TO_MONTHS`), and its
 automation condition asks for it again whenever one of those days is re-materialized — by the
@@ -88,6 +89,50 @@ def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, databa
     return dg.MaterializeResult(metadata=metadata)
 
 
+# Detects again after any import, once nothing upstream is still running (like `transfers`).
+DETECT_AFTER_IMPORTS = (
+    dg.AutomationCondition.any_deps_updated().since_last_handled()
+    & ~dg.AutomationCondition.any_deps_in_progress()
+    & ~dg.AutomationCondition.in_progress()
+).with_label("days imported since recurring payments were last detected")
+
+
+class RecurringConfig(dg.Config):
+    """How far a payment may fall from its expected day, and how much a variable card bill's
+    amount may differ between payments (a fraction)."""
+
+    tolerance_days: int = 3
+    amount_tolerance: float = 0.25
+
+
+@dg.asset(
+    group_name=GROUP,
+    automation_condition=DETECT_AFTER_IMPORTS,
+    kinds={"sql"},
+    deps=[enriched_transactions],
+    description="Recurring payments: the direct debits and standing orders the bank listed at connect time, "
+    "plus weekly / monthly / quarterly / annual repeats found in the ledger; state, next date and amount. "
+    "`bank-pipeline recurring list|dismiss ID`.",
+)
+def recurring_payments(
+    context: dg.AssetExecutionContext, config: RecurringConfig, database: AppDatabase
+) -> dg.MaterializeResult:
+    from bank_pipeline.analytics.recurring import DetectOptions, update_recurring
+
+    if not 0 <= config.tolerance_days <= 10 or not 0 <= config.amount_tolerance <= 1:
+        raise dg.Failure(
+            description=f"recurring_payments: tolerance_days must be 0-10 and amount_tolerance 0-1, not "
+            f"{config.tolerance_days} and {config.amount_tolerance}",
+            allow_retries=False,
+        )
+    started = time.perf_counter()
+    options = DetectOptions(tolerance_days=config.tolerance_days, amount_tolerance=config.amount_tolerance)
+    stats = update_recurring(database.get_engine(), options=options, run_id=context.run_id)
+    metadata: dict[str, object] = dict(stats.as_metadata())
+    metadata["seconds"] = round(time.perf_counter() - started, 3)
+    context.log.info(f"recurring_payments: {stats.patterns} pattern(s), {stats.new} new, {stats.dismissed} dismissed")
+    return dg.MaterializeResult(metadata=metadata)
+
 
 @dg.asset(
     partitions_def=account_month_partitions,
@@ -133,13 +178,13 @@ def monthly_spending(context: dg.AssetExecutionContext, database: AppDatabase) -
     )
 
 
-analytics_assets = [transfers, monthly_spending]
+analytics_assets = [transfers, recurring_payments, monthly_spending]
 
 analytics_automation = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
-    target=dg.AssetSelection.assets(transfers, monthly_spending),
+    target=dg.AssetSelection.assets(transfers, recurring_payments, monthly_spending),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
-    description="Pairs transfers again and re-computes the account-months whose days were imported again "
+    description="Pairs transfers again, detects recurring payments again and re-computes the account-months whose days were imported again "
     "(the assets' automation conditions).",
 )
