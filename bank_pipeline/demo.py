@@ -58,6 +58,7 @@ def run_demo(
     settings: Settings, *, user: str = "alice", days: int = 90, seed: int = 42, progress=print
 ) -> DemoSummary:
     from bank_pipeline.connections.flow import connect
+    from bank_pipeline.history import land_mandates
 
     if settings.truelayer_env != "simulator":
         raise BankPipelineError("the demo runs against the local simulator: unset BANK_PIPELINE_TRUELAYER_ENV")
@@ -70,6 +71,7 @@ def run_demo(
         # The person running the demo is present: calls are attended (no 4-a-day limit).
         sim_settings = dataclasses.replace(sim_settings, psu_ip=sim_settings.psu_ip or "127.0.0.1")
         result = connect(sim_settings, simulator_user=user, open_browser=False)
+        land_mandates(sim_settings, result.connection_id, result.accounts, out=progress)
         keys = sorted(a["account_key"] for a in result.accounts)
         last = last_complete_day(clock.now(), settings.timezone)
         first = last - dt.timedelta(days=days - 1)
