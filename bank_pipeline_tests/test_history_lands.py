@@ -17,7 +17,7 @@ from bank_pipeline_tests.fixtures.pipeline import TODAY, expected_totals
 pytestmark = pytest.mark.slow
 
 YESTERDAY = TODAY - dt.timedelta(days=1)
-# The long-history cases run on the embedded default (SQLite app database); the PostgreSQL app
+# The year-long case runs on the embedded default (SQLite app database); the PostgreSQL app
 # database goes through the same code in the shorter cases below and in test_pipeline.py.
 EMBEDDED_ONLY = pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 
@@ -40,15 +40,17 @@ def _move_to(pipe, move_clock, day: dt.date) -> None:
 
 
 @EMBEDDED_ONLY
-def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_works(pipeline_factory, move_clock):
+def test_a_year_of_history_lands_at_connect_a_backfill_over_it_calls_nothing_and_the_next_day_works(
+    pipeline_factory, move_clock
+):
+    """One year-long history serves three of the issue's cases (landing a year is the costly part)."""
     from bank_pipeline.history import history_window, import_history, land_history
     from bank_pipeline.orchestration.partitions import SCHEDULE_TAG
 
-    # Half a year: twice the 90 days TrueLayer serves without a fresh SCA (a year is the same
-    # code with more windows; test_ui_backfill.py and the ui_backfill bench take the user's path).
-    pipe = pipeline_factory("alice", _bank_rules(), history_days=180)
+    # Connect: a year, four times the 90 days TrueLayer serves without a fresh SCA.
+    pipe = pipeline_factory("alice", _bank_rules(), history_days=365)
     window = history_window(pipe.settings)
-    assert window.days == 180 and window.last == TODAY
+    assert window.days == 365 and window.last == TODAY
 
     land_history(pipe.settings, pipe.connection.connection_id, pipe.accounts, window, out=lambda _: None)
     outcomes = import_history(pipe.instance, pipe.settings, pipe.keys, window, progress=None)
@@ -60,6 +62,18 @@ def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_wo
     assert _unattended_calls(pipe) == 0, "history is fetched while the user is there, not from the budget"
     assert all(o.metadata["fetched_transactions"]["api_calls"] == 0 for o in outcomes)
 
+    # A backfill over the year's settled days (older than the look-back window), cut as a UI
+    # backfill is: replayed from the raw store, no bank call, nothing changed.
+    before_rows, before_fetches = pipe.ledger_rows(), pipe.count(raw_fetches)
+    calls_before = pipe.sim_admin("GET", "stats").json()["data_api_calls"]
+    last = TODAY - dt.timedelta(days=10)
+    days = (last - window.first).days + 1
+    replayed = pipe.run(window.first, last)
+    assert len(replayed) == len(pipe.keys) * 4  # 355 days: runs of at most 90 days per account
+    assert pipe.sim_admin("GET", "stats").json()["data_api_calls"] == calls_before
+    assert pipe.ledger_rows() == before_rows and pipe.count(raw_fetches) == before_fetches
+    assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in replayed) == days * len(pipe.keys)
+
     # The next day, the scheduled import (yesterday + look-back) works within the 4-a-day rule.
     _move_to(pipe, move_clock, TODAY + dt.timedelta(days=1))
     first = TODAY - dt.timedelta(days=pipe.settings.lookback_days)
@@ -68,27 +82,6 @@ def test_connecting_imports_history_as_attended_calls_and_the_next_day_import_wo
     assert pipe.ledger_totals(window.first, TODAY) == expected_totals(pipe.truth(window.first, TODAY))
     stats = pipe.sim_admin("GET", "stats").json()
     assert "429" not in {str(s) for s in stats.get("statuses", {})}
-
-
-@EMBEDDED_ONLY
-def test_a_backfill_over_landed_days_makes_no_bank_call_and_changes_nothing(pipeline_factory):
-    from bank_pipeline.history import history_window, import_history, land_history
-
-    pipe = pipeline_factory("alice", _bank_rules(), history_days=120)
-    window = history_window(pipe.settings)
-    land_history(pipe.settings, pipe.connection.connection_id, pipe.accounts, window, out=lambda _: None)
-    import_history(pipe.instance, pipe.settings, pipe.keys, window, progress=None)
-    before_rows, before_fetches = pipe.ledger_rows(), pipe.count(raw_fetches)
-    calls_before = pipe.sim_admin("GET", "stats").json()["data_api_calls"]
-
-    # Settled days (older than the look-back window), as a UI backfill would cut them.
-    last = TODAY - dt.timedelta(days=10)
-    days = (last - window.first).days + 1
-    outcomes = pipe.run(window.first, last)
-    assert len(outcomes) == len(pipe.keys) * 2  # 110 days: runs of at most 90 days per account
-    assert pipe.sim_admin("GET", "stats").json()["data_api_calls"] == calls_before
-    assert pipe.ledger_rows() == before_rows and pipe.count(raw_fetches) == before_fetches
-    assert sum(o.metadata["fetched_transactions"]["replayed_days"] for o in outcomes) == days * len(pipe.keys)
 
 
 @pytest.mark.date_sensitive

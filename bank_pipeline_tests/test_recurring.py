@@ -267,10 +267,11 @@ def test_the_recurring_payments_asset_runs_downstream_of_enrichment(sqlite_url, 
     from bank_pipeline.orchestration.resources import AppDatabase
 
     engine, _ = _small_ledger(sqlite_url)
-    graph = defs.resolve_asset_graph()
-    assert enriched_transactions.key in graph.get(asset.key).parent_keys
-    assert asset.key in analytics_automation.asset_selection.resolve(graph)
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        # Resolved while an instance is open: Dagster reads its definitions state from the current one.
+        graph = defs.resolve_asset_graph()
+        assert enriched_transactions.key in graph.get(asset.key).parent_keys
+        assert asset.key in analytics_automation.asset_selection.resolve(graph)
         result = dg.materialize([asset], instance=instance, resources={"database": AppDatabase(url=sqlite_url)})
     assert result.success
     metadata = result.asset_materializations_for_node("recurring_payments")[0].metadata

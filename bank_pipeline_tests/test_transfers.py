@@ -298,9 +298,10 @@ def test_the_transfers_asset_runs_downstream_of_enrichment(sqlite_url, tmp_path)
     from bank_pipeline.orchestration.resources import AppDatabase
 
     url, engine, ids = _small_ledger(sqlite_url)
-    graph = defs.resolve_asset_graph()
-    assert enriched_transactions.key in graph.get(transfers_asset.key).parent_keys
     with dg.instance_for_test(temp_dir=str(tmp_path)) as instance:
+        # Resolved while an instance is open: Dagster reads its definitions state from the current one.
+        graph = defs.resolve_asset_graph()
+        assert enriched_transactions.key in graph.get(transfers_asset.key).parent_keys
         result = dg.materialize(
             [transfers_asset], instance=instance, resources={"database": AppDatabase(url=url)},
             run_config={"ops": {"transfers": {"config": {"window_days": 1}}}},
