@@ -7,6 +7,9 @@ run launcher pays for every run), against the simulator with 100 ms injected lat
 Each is run on dagster-postgres and on the embedded SQLite instance of the repo's dagster.yaml;
 (a) also on Dagster's stock SQLite storage, which the repo's storages replace (sqlite_storage.py).
 The summary prints (a) on each SQLite storage relative to dagster-postgres (target: <= 2x).
+After (a) on dagster-postgres, the three analytics downstream of the ledger (transfers, recurring
+payments, monthly spending: the assets' plain functions, over the whole year just loaded) are
+timed against the import's wall time (target: together < 20%).
 """
 
 from __future__ import annotations
@@ -73,6 +76,32 @@ def run(args) -> None:
               + (" (target <= 2x)" if storage == "sqlite" else ""))
 
 
+def _time_analytics(engine, first: dt.date, last: dt.date, import_wall: float) -> None:
+    """The analytics assets' work over the ledger just imported, each timed on its own."""
+    from bank_pipeline.analytics import monthly
+    from bank_pipeline.analytics.recurring import update_recurring
+    from bank_pipeline.analytics.transfers import update_transfers
+    from bank_pipeline.db.schema import accounts
+
+    with engine.connect() as conn:
+        account_ids = conn.execute(sa.select(accounts.c.id)).scalars().all()
+    months = monthly.months_between(first, last)
+    timings = {}
+    started = time.perf_counter()
+    pairs = update_transfers(engine, run_id="bench").new_pairs
+    timings["transfers"] = time.perf_counter() - started
+    started = time.perf_counter()
+    update_recurring(engine, asof=last, run_id="bench")
+    timings["recurring_payments"] = time.perf_counter() - started
+    started = time.perf_counter()
+    rows = len(monthly.refresh(engine, {account_id: months for account_id in account_ids}, run_id="bench"))
+    timings["monthly_spending"] = time.perf_counter() - started
+    total = sum(timings.values())
+    print(f"    analytics over that ledger ({pairs} transfer pairs, {rows} monthly rows): "
+          + ", ".join(f"{name} {seconds:.2f}s" for name, seconds in timings.items())
+          + f"; together {total:.2f}s = {100 * total / import_wall:.1f}% of the import's wall time (target < 20%)")
+
+
 def _event_log_records(instance) -> int:
     run_id = instance.get_runs(limit=1)[0].run_id
     return len(instance.get_records_for_run(run_id, limit=1_000_000).records)
@@ -110,6 +139,8 @@ def _run(args, storage: str, *, per_partition_baseline: bool) -> float:
         print(f"    Data API calls: {calls}; transactions calls: {txn_calls} "
               f"(= {txn_calls / len(keys):.1f} per account; at most 1 per 90 days allows {-(-days // 90)})")
 
+        if storage == "postgres":
+            _time_analytics(engine, first, last, wall)
         if not per_partition_baseline:
             return wall
         # (b) one run per partition, on a sample of partitions spread over the year, from a clean ledger.
