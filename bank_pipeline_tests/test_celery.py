@@ -38,8 +38,6 @@ from bank_pipeline_tests.fixtures.database import postgres_base_url, postgres_sc
 from bank_pipeline_tests.fixtures.pipeline import Pipeline, expected_totals, settings_for
 from bank_pipeline_tests.fixtures.simulator import default_simulator_config
 
-pytestmark = [pytest.mark.slow, pytest.mark.postgres]
-
 REPO = Path(__file__).resolve().parents[1]
 BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 FIRST, LAST = TODAY - dt.timedelta(days=30), TODAY - dt.timedelta(days=1)
@@ -122,6 +120,28 @@ def _hold_window(events) -> tuple[float, float]:
     return when("fetched_transactions", "fetch: holding the lease"), when("enriched_transactions", "releasing the run's leases")
 
 
+def test_the_executor_is_chosen_by_configuration_in_one_place(monkeypatch):
+    from bank_pipeline.config import ConfigError, executor_settings
+    from bank_pipeline.orchestration.executors import celery_executor_config, import_executor
+
+    monkeypatch.delenv("BANK_PIPELINE_EXECUTOR", raising=False)
+    assert import_executor() is dg.in_process_executor  # the default is unchanged
+    monkeypatch.setenv("BANK_PIPELINE_EXECUTOR", "celery")
+    monkeypatch.setenv("BANK_PIPELINE_CELERY_BROKER", "amqp://u:s3cret@mq.internal:5672//")
+    monkeypatch.setenv("BANK_PIPELINE_CELERY_QUEUE", "imports")
+    settings = executor_settings()
+    assert import_executor(settings).name == "celery"
+    config = celery_executor_config(settings)
+    # The broker's password is read from the environment when the run starts, never recorded.
+    assert config["broker"] == {"env": "BANK_PIPELINE_CELERY_BROKER"} and config["backend"] == "rpc://"
+    assert config["config_source"]["task_default_queue"] == "imports"
+    monkeypatch.setenv("BANK_PIPELINE_EXECUTOR", "dask")
+    with pytest.raises(ConfigError, match="BANK_PIPELINE_EXECUTOR must be one of"):
+        executor_settings()
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
 def test_import_on_celery_workers_shares_leases_and_budget(simulator_factory, tmp_path, monkeypatch):
     _require_rabbitmq()
     if not postgres_base_url():
