@@ -24,6 +24,7 @@ from pathlib import Path
 import dagster as dg
 import pytest
 import sqlalchemy as sa
+from dagster import DagsterEventType
 
 from bank_pipeline.db.schema import account_leases, accounts, api_call_budget
 from bank_pipeline.orchestration.partitions import (
@@ -45,6 +46,7 @@ HOST = socket.gethostname()
 # The bank's unattended calls per account and day: what the two imports need (a booked and a
 # pending call each), and not one more.
 BUDGET = 4
+SLOW_BANK_MS = 2000
 
 
 def _require_rabbitmq() -> None:
@@ -106,6 +108,14 @@ def _step_time(events, step: str, kind: str) -> float:
                 and e.dagster_event.event_type_value == kind)
 
 
+def _wait_for(condition, proc: subprocess.Popen, failure: str, seconds: float = 240) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            pytest.fail(f"{failure}:\n{proc.output()}")
+        time.sleep(0.5)
+
+
 def _leases_held(engine) -> int:
     with engine.connect() as conn:
         return conn.execute(sa.select(sa.func.count()).select_from(account_leases)).scalar_one()
@@ -165,7 +175,7 @@ def test_import_on_celery_workers_shares_leases_and_budget(simulator_factory, tm
             "BANK_PIPELINE_CELERY_QUEUE": queue,
             "BANK_PIPELINE_DATABASE_URL": app_db, "BANK_PIPELINE_HOME": str(settings.home),
             "TRUELAYER_AUTH_URL": sim.auth_url, "TRUELAYER_DATA_URL": sim.data_url,
-            "BANK_PIPELINE_FERNET_KEYS": ",".join(settings.fernet_keys),
+            "BANK_PIPELINE_FERNET_KEYS": ",".join(settings.fernet_keys), "BANK_PIPELINE_FETCH_CONCURRENCY": "1",
             "BANK_PIPELINE_UNATTENDED_DAILY_BUDGET": str(BUDGET), "BANK_PIPELINE_BACKFILL_RESERVE": "0",
         }
         for name, value in env_vars.items():
@@ -197,14 +207,17 @@ def test_import_on_celery_workers_shares_leases_and_budget(simulator_factory, tm
             return proc
 
         # The import of 10 accounts × 30 days; once its fetch step holds the accounts' leases, the
-        # last three days of the same accounts (the daily look-back's shape) in a second run.
+        # last three days of the same accounts (the daily look-back's shape) in a second run. The
+        # bank answers slowly (2 s a call, one call at a time) until the second run's fetch step
+        # has started, so the first run surely still holds the accounts then.
+        pipeline.sim_admin("POST", "faults", json={"latency_ms": SLOW_BANK_MS})
         first = launch(FIRST)
-        deadline = time.monotonic() + 200
-        while _leases_held(pipeline.engine) < len(keys):
-            if first.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"the first run never took its leases:\n{first.output()}")
-            time.sleep(0.5)
+        _wait_for(lambda: _leases_held(pipeline.engine) == len(keys), first, "the first run never took its leases")
         second = launch(LAST - dt.timedelta(days=2))
+        _wait_for(lambda: len(_runs(instance)) == 2 and instance.all_logs(
+            _runs(instance)[1].run_id, of_type=DagsterEventType.STEP_START), second,
+            "the second run's fetch step never started")
+        pipeline.sim_admin("POST", "faults", json={"latency_ms": 0})
         for proc in (first, second):
             proc.wait(timeout=300)
         runs = _runs(instance)
@@ -255,5 +268,5 @@ def test_import_on_celery_workers_shares_leases_and_budget(simulator_factory, tm
                     if e.dagster_event and e.dagster_event.event_type_value == "STEP_FAILURE"]
         assert failures and "budget exhausted" in failures[0], failures
         assert pipeline.sim_admin("GET", "stats").json()["accounts"] == by_account
-        print(f"\ncelery: workers up in {workers_up - started:.1f}s, two concurrent imports of {len(keys)} "
+        print(f"\ncelery: the second run waited {a_end - max(waiting):.1f}s for the leases; workers up in {workers_up - started:.1f}s, two concurrent imports of {len(keys)} "
               f"accounts × 30 days (and 3) in {imported - workers_up:.1f}s, total {time.perf_counter() - started:.1f}s")
