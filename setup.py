@@ -38,6 +38,9 @@ setup(
         "tenacity>=9,<10",
     ],
     extras_require={
+        # Dagster's Celery executor (BANK_PIPELINE_EXECUTOR=celery, deploy/celery/): RabbitMQ, or
+        # Redis as broker/result backend (the `redis` client).
+        "celery": ["dagster-celery[redis]>=0.29,<0.30"],
         "test": [
             "pytest>=8",
             "jsonschema>=4.20",
@@ -45,6 +48,7 @@ setup(
             "ruff>=0.6",
             "beancount>=3,<4",
             "import-linter>=2.5,<3",
+            "dagster-celery[redis]>=0.29,<0.30",  # test_celery.py runs the import on Celery workers
         ],
     },
     entry_points={"console_scripts": ["bank-pipeline=bank_pipeline.cli:main"]},

@@ -80,6 +80,34 @@ def partition_start_date() -> str:
         raise ConfigError(f"BANK_PIPELINE_START_DATE must be a date YYYY-MM-DD, got {raw!r}") from None
 
 
+EXECUTORS = ("in_process", "celery")
+DEFAULT_CELERY_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
+
+
+@dataclass(frozen=True)
+class ExecutorSettings:
+    """How a run's steps execute: `in_process` (the default: one process per run) or `celery`
+    (each step one Celery task, run by `dagster-celery` workers; see deploy/celery/)."""
+
+    name: str = "in_process"
+    celery_broker: str = DEFAULT_CELERY_BROKER
+    celery_backend: str = "rpc://"
+    celery_queue: str = "dagster"
+
+
+def executor_settings() -> ExecutorSettings:
+    """BANK_PIPELINE_EXECUTOR and, for `celery`, BANK_PIPELINE_CELERY_BROKER / _BACKEND / _QUEUE."""
+    name = (_env("BANK_PIPELINE_EXECUTOR", "in_process") or "in_process").lower().replace("-", "_")
+    if name not in EXECUTORS:
+        raise ConfigError(f"BANK_PIPELINE_EXECUTOR must be one of {list(EXECUTORS)}, got {name!r}")
+    return ExecutorSettings(
+        name=name,
+        celery_broker=_env("BANK_PIPELINE_CELERY_BROKER", DEFAULT_CELERY_BROKER),
+        celery_backend=_env("BANK_PIPELINE_CELERY_BACKEND", "rpc://"),
+        celery_queue=_env("BANK_PIPELINE_CELERY_QUEUE", "dagster"),
+    )
+
+
 def home_dir() -> Path:
     """Where embedded state lives (SQLite file, Fernet key, Dagster storage): BANK_PIPELINE_HOME."""
     return Path(_env("BANK_PIPELINE_HOME", ".bank_pipeline")).resolve()

@@ -5,6 +5,7 @@ import dagster as dg
 from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation
 from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks
+from bank_pipeline.orchestration.executors import import_executor
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.resources import default_resources
 from bank_pipeline.orchestration.schedules import daily_import_schedule
@@ -26,6 +27,7 @@ defs = dg.Definitions(
     schedules=[daily_import_schedule],
     sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor, analytics_automation],
     resources=default_resources(),
-    # Runs launched from the UI (`__ASSET_JOB`) run their five short steps in one process too.
-    executor=dg.in_process_executor,
+    # Runs launched from the UI (`__ASSET_JOB`) use the same executor as the import job
+    # (BANK_PIPELINE_EXECUTOR: in-process by default, or Celery).
+    executor=import_executor(),
 )

@@ -168,6 +168,8 @@ def run_per_account(
             fail(key, exc)
             continue
         held.append(key)
+    if held:  # when this step's exclusive hold began (the run's event log is the lease's history)
+        context.log.info(f"{stage}: holding the lease on {len(held)} account(s): {', '.join(held)}")
 
     outcomes = _map_accounts(lambda key: work(accounts[key], grouped[key]), held, _threads_for(engine, concurrency))
     for key, stats in outcomes:
@@ -357,6 +359,7 @@ def enriched_transactions(
             enrichment_model.build(),
             run_id=context.run_id,
         )
+        context.log.info(f"enrich: {len(wanted)} account(s) done, releasing the run's leases")
     finally:
         release_leases(engine, context.run_id)  # the run's import of these accounts is over
     metadata = {f"run_{name}": value for name, value in stats.as_metadata().items()}
