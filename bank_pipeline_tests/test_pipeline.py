@@ -49,6 +49,21 @@ def test_backfill_loads_exactly_the_simulators_booked_transactions(pipeline_fact
     for outcome in outcomes:
         assert outcome.metadata["fetched_transactions"]["api_calls"] <= 2
     assert all(o.metadata["enriched_transactions"]["enriched"] >= 0 for o in outcomes)
+    # Each partition's materialization carries its own figures beside the run's totals.
+    import dagster as dg
+
+    from bank_pipeline.orchestration.partitions import partition_key
+
+    account = next(a for a in pipe.accounts if a["account_type"] == "TRANSACTION")
+    day = FIRST + dt.timedelta(days=3)
+    records = pipe.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("fetched_transactions"),
+                              asset_partitions=[partition_key(account["account_key"], day)]),
+        limit=1,
+    ).records
+    own = records[0].asset_materialization.metadata
+    bank_rows = pipe.truth(day, day).get(account["provider_account_id"], {"count": 0})["count"]
+    assert own["raw_rows"].value == bank_rows and "run_partitions" in own
 
     # The same backfill again adds nothing.
     before = pipe.count(transactions)
