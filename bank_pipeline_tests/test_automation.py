@@ -32,7 +32,7 @@ def _sensor_requests(instance, db_url) -> list[dg.RunRequest]:
 
 
 def test_signed_webhook_becomes_a_sensor_run_that_loads_and_enriches(db_url, simulator_factory, postgres_dagster_instance, tmp_path):
-    from bank_pipeline.orchestration.runner import import_job
+    from bank_pipeline.runner import import_job
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
     from bank_pipeline.webhooks import run_webhook_server_in_thread
 
@@ -149,7 +149,7 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
 
 @pytest.mark.date_sensitive
 def test_unattended_budget_is_never_exceeded_against_the_4_a_day_rule(pipeline_factory):
-    from bank_pipeline.orchestration.runner import run_imports
+    from bank_pipeline.runner import run_imports
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
     # The simulator enforces the bank's rule; the pipeline keeps its own budget of 4.

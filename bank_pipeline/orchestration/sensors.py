@@ -158,6 +158,7 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
     Those are the accounts its steps recorded a failure on; when none did (a crash), every account
     the run touched.
     """
+    from bank_pipeline.connections import record_failure
     from bank_pipeline.limits import release_leases
 
     release_leases(engine, run_id)
@@ -176,13 +177,12 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
             # others); each keeps the (more precise) reason its step recorded.
             return sorted(recorded)
         if keys:
-            conn.execute(
-                accounts.update()
-                .where(
-                    accounts.c.account_key.in_(keys),
-                    sa.or_(accounts.c.last_failure_run_id.is_(None), accounts.c.last_failure_run_id != run_id),
-                )
-                .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
+            record_failure(
+                conn,
+                run_id,
+                message,
+                accounts.c.account_key.in_(keys),
+                sa.or_(accounts.c.last_failure_run_id.is_(None), accounts.c.last_failure_run_id != run_id),
             )
     return keys
 
