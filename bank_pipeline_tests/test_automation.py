@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bank_pipeline import clock
 from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import enrichments, raw_fetches, transactions, webhook_events
-from bank_pipeline.orchestration.resources import AppDatabase
+from bank_pipeline.orchestration.resources import AppDatabase, default_resources
 from bank_pipeline_tests.fixtures.pipeline import TODAY, Pipeline, expected_totals, settings_for
 
 pytestmark = pytest.mark.slow
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def _sensor_requests(instance, db_url) -> list[dg.RunRequest]:
     from bank_pipeline.orchestration.sensors import webhook_events_sensor
 
-    with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url)}) as context:
+    with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url), "truelayer": default_resources()["truelayer"]}) as context:
         result = webhook_events_sensor.evaluate_tick(context)
     return list(result.run_requests or [])
 

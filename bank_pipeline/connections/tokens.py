@@ -227,7 +227,7 @@ class ConnectionStore:
 
 def open_data_client(
     engine: sa.Engine,
-    settings: Settings,
+    settings: Settings,  # or anything with data_url and psu_ip when `store` is given (the Dagster resource)
     connection_id: int,
     *,
     retry: RetryPolicy | None = None,

@@ -8,7 +8,6 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from bank_pipeline.config import Settings
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts
 from bank_pipeline.orchestration.jobs import import_transactions
@@ -20,7 +19,7 @@ from bank_pipeline.orchestration.partitions import (
     last_complete_day,
     range_tags,
 )
-from bank_pipeline.orchestration.resources import AppDatabase
+from bank_pipeline.orchestration.resources import AppDatabase, TrueLayerResource
 
 WEBHOOK_EVENTS_PER_TICK = 100
 
@@ -95,22 +94,21 @@ def group_webhook_plan(
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Turns verified TrueLayer webhook events into import runs for the accounts they name.",
 )
-def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
     from bank_pipeline.webhooks.events import mark_processed, pending_events
 
     engine = database.get_engine()
     events = pending_events(engine, limit=WEBHOOK_EVENTS_PER_TICK)
     if not events:
         return dg.SkipReason("no new webhook events")
-    settings = Settings.from_env()
-    today = last_complete_day(utcnow(), settings.timezone) + dt.timedelta(days=1)
-    plan, unknown = webhook_run_plan(engine, events, today, settings.lookback_days)
+    today = last_complete_day(utcnow(), truelayer.timezone) + dt.timedelta(days=1)
+    plan, unknown = webhook_run_plan(engine, events, today, truelayer.lookback_days)
     if unknown:
         context.log.warning(f"webhook events for unknown accounts, ignored: {unknown}")
         mark_processed(engine, unknown, "ignored:unknown-account")
     requests = []
     order = list(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
-    for keys, first, last, event_ids in group_webhook_plan(plan, order, settings.accounts_per_run):
+    for keys, first, last, event_ids in group_webhook_plan(plan, order, truelayer.accounts_per_run):
         run_key = f"webhook:{min(event_ids)}"
         requests.append(
             dg.RunRequest(
@@ -129,7 +127,7 @@ def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppData
     default_status=dg.DefaultSensorStatus.RUNNING,
     description="Adds an `account` partition for each newly connected account and backfills its history.",
 )
-def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
     engine = database.get_engine()
     with engine.connect() as conn:
         active = set(conn.execute(sa.select(accounts.c.account_key).where(accounts.c.active.is_(True))).scalars())
@@ -137,9 +135,8 @@ def account_partitions_sensor(context: dg.SensorEvaluationContext, database: App
     new = sorted(active - known)
     if not new:
         return dg.SkipReason("account partitions are in step with the connected accounts")
-    settings = Settings.from_env()
-    last = last_complete_day(utcnow(), settings.timezone)
-    first = last - dt.timedelta(days=settings.initial_backfill_days - 1)
+    last = last_complete_day(utcnow(), truelayer.timezone)
+    first = last - dt.timedelta(days=truelayer.initial_backfill_days - 1)
     return dg.SensorResult(
         dynamic_partitions_requests=[account_partitions.build_add_request(new)],
         run_requests=[
