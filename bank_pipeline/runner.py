@@ -23,8 +23,6 @@ from bank_pipeline.orchestration.resources import default_resources
 from bank_pipeline.orchestration.tuning import apply_event_log_defaults
 from bank_pipeline.truelayer.windows import split_windows
 
-apply_event_log_defaults()
-
 
 def ensure_dagster_home(settings: Settings) -> Path:
     """DAGSTER_HOME, defaulting to the repository root when run there (its dagster.yaml), else BANK_PIPELINE_HOME/dagster."""
@@ -42,6 +40,7 @@ def import_job(settings: Settings) -> dg.JobDefinition:
     resources bound to `settings` instead (e.g. a simulator on another port)."""
     from bank_pipeline.definitions import defs
 
+    apply_event_log_defaults()  # the event-log batching this process's runs write with (tuning.py)
     return dg.Definitions(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
