@@ -237,17 +237,9 @@ def release_leases(engine: Engine, holder: str, account_id: int | None = None) -
 
 
 @contextmanager
-def account_lease(
-    engine: Engine,
-    account_id: int,
-    holder: str,
-    ttl_seconds: float = 3600,
-    wait_seconds: float = 600,
-    poll: float = 0.5,
-    clock: Callable[[], dt.datetime] | None = None,
-) -> Iterator[Lease]:
-    """Hold the account's lease for the block (see `acquire_lease`); released on exit."""
-    lease = acquire_lease(engine, account_id, holder, ttl_seconds, wait_seconds, poll, clock)
+def account_lease(engine: Engine, account_id: int, holder: str, **options) -> Iterator[Lease]:
+    """Hold the account's lease for the block (`options`: those of `acquire_lease`); released on exit."""
+    lease = acquire_lease(engine, account_id, holder, **options)
     try:
         yield lease
     finally:

@@ -103,14 +103,8 @@ class EnrichmentModel(dg.ConfigurableResource):
         from bank_pipeline.enrich.queue import QueuePolicy
 
         queue = QueuePolicy.of(self.queue_batch, self.queue_delay_hours, self.queue_max_delay_hours, self.batch_api_min)
-        return model_for(
-            self.provider,
-            api_key=self.api_key,
-            model=self.model,
-            base_url=self.base_url,
-            batch_size=self.batch_size,
-            queue=queue,
-        )
+        options = {"api_key": self.api_key, "model": self.model, "base_url": self.base_url, "batch_size": self.batch_size}
+        return model_for(self.provider, queue=queue, **options)
 
 
 def _secret(name: str, value: str | None, normalise=str.strip):

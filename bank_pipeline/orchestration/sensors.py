@@ -24,6 +24,16 @@ from bank_pipeline.orchestration.resources import AppDatabase, TrueLayerResource
 WEBHOOK_EVENTS_PER_TICK = 100
 
 
+def _import_sensor(description: str):
+    """A sensor that requests import runs, ticking every 30 s, on from the start."""
+    return dg.sensor(
+        job=import_transactions,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )
+
+
 def _parse_day(value, default: dt.date) -> dt.date:
     try:
         return dt.date.fromisoformat(str(value)[:10]) if value else default
@@ -88,10 +98,7 @@ def group_webhook_plan(
     return runs
 
 
-@dg.sensor(
-    job=import_transactions,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+@_import_sensor(
     description="Turns verified TrueLayer webhook events into import runs for the accounts they name.",
 )
 def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
@@ -121,10 +128,7 @@ def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppData
     return requests
 
 
-@dg.sensor(
-    job=import_transactions,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+@_import_sensor(
     description="Adds an `account` partition for each newly connected account and backfills its history.",
 )
 def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
