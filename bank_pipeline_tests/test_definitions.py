@@ -1,6 +1,15 @@
 """The one `Definitions` object loads: what `dagster dev -w workspace.yaml` and the daemon load."""
 
 import dagster as dg
+import pytest
+
+
+@pytest.fixture(autouse=True)
+def live_instance():
+    """Resolving definitions consults the current instance's stored state (Dagster's
+    DefsStateStorage): give it a live one, as `dagster dev` and the runner have."""
+    with dg.instance_for_test() as instance:
+        yield instance
 
 
 def test_the_code_locations_definitions_load_and_validate():
