@@ -33,7 +33,7 @@ test-later: install
 
 ui: install
 	$(BIN)/bank-pipeline db upgrade
-	DAGSTER_HOME=$(CURDIR) DAGSTER_EVENT_BATCH_SIZE=1000 \
+	env DAGSTER_HOME=$(CURDIR) $$($(BIN)/python -m bank_pipeline.orchestration.tuning) \
 		$(BIN)/dagster dev -w workspace.yaml
 
 bench: install

@@ -89,9 +89,14 @@ class TokenCipher:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> TokenCipher:
-        if settings.fernet_keys:
-            return cls(settings.fernet_keys, source=KEYS_ENV)
-        path = Path(settings.home) / KEY_FILE_NAME
+        return cls.from_keys(settings.fernet_keys, settings.home)
+
+    @classmethod
+    def from_keys(cls, keys: Sequence[str], home: Path | str) -> TokenCipher:
+        """The configured keys (BANK_PIPELINE_FERNET_KEYS), else the key file in `home`."""
+        if keys:
+            return cls(keys, source=KEYS_ENV)
+        path = Path(home) / KEY_FILE_NAME
         return cls([load_or_create_key_file(path)], source=f"the key file {path}")
 
     def encrypt(self, plaintext: str) -> str:

@@ -14,9 +14,6 @@ from bank_pipeline.orchestration.sensors import (
     record_failures_sensor,
     webhook_events_sensor,
 )
-from bank_pipeline.orchestration.tuning import apply_event_log_defaults
-
-apply_event_log_defaults()  # read by Dagster whenever this process creates or executes a run
 
 defs = dg.Definitions(
     # The import job selects only the transaction assets (one partitions definition: account × day);

@@ -23,7 +23,7 @@ from bank_pipeline.db import make_engine, migrate
 from bank_pipeline.db.schema import accounts, enrichments, pending_transactions, quarantine, transactions
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.orchestration.partitions import last_complete_day
-from bank_pipeline.orchestration.runner import RunOutcome, ensure_dagster_home, run_imports
+from bank_pipeline.runner import RunOutcome, ensure_dagster_home, run_imports
 
 
 def _port_free(port: int) -> bool:

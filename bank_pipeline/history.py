@@ -125,7 +125,7 @@ def import_history(instance, settings: Settings, account_keys: list[str], window
     """The landed history through the Dagster assets: one run per account, replaying the raw store
     (the runs make no bank call, so they need not be cut per bank window)."""
     from bank_pipeline.orchestration.partitions import FETCH_MODE_TAG
-    from bank_pipeline.orchestration.runner import run_imports
+    from bank_pipeline.runner import run_imports
 
     return run_imports(
         instance,

@@ -18,11 +18,12 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bank_pipeline.db import utcnow
+from bank_pipeline.db.dialect import insert
 from bank_pipeline.db.schema import account_leases, accounts, api_call_budget
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.timestamps import aware, parse_iso
 
 DEFAULT_DAILY_LIMIT = 4
 
@@ -44,16 +45,8 @@ class LeaseTimeout(BankPipelineError):
     """Another run holds the account's lease and did not release it in time."""
 
 
-def _dialect(engine: Engine):
-    return postgresql if engine.dialect.name == "postgresql" else sqlite
-
-
 def _aware(value: dt.datetime | str | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    if isinstance(value, str):
-        value = dt.datetime.fromisoformat(value)
-    return value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc)
+    return aware(parse_iso(value) if isinstance(value, str) else value)
 
 
 def _describe_account(conn, account_id: int) -> str:
@@ -110,11 +103,7 @@ class UnattendedBudget:
         allowed = self.daily_limit - max(0, keep)
         with self.engine.begin() as conn:
             if calls <= allowed:
-                stmt = (
-                    _dialect(self.engine)
-                    .insert(b)
-                    .values(account_id=account_id, day=day, unattended_calls=calls)
-                )
+                stmt = insert(self.engine, b).values(account_id=account_id, day=day, unattended_calls=calls)
                 stmt = stmt.on_conflict_do_update(
                     index_elements=["account_id", "day"],
                     set_={"unattended_calls": b.c.unattended_calls + calls},
@@ -189,9 +178,7 @@ def _try_acquire(
     """Take the lease if free, expired, or already ours: one atomic upsert."""
     lease = account_leases
     stmt = (
-        _dialect(engine)
-        .insert(lease)
-        .values(account_id=account_id, holder=holder, acquired_at=now, expires_at=expires, host=_HOST, pid=os.getpid())
+        insert(engine, lease).values(account_id=account_id, holder=holder, acquired_at=now, expires_at=expires, host=_HOST, pid=os.getpid())
     )
     stmt = stmt.on_conflict_do_update(
         index_elements=["account_id"],
@@ -250,17 +237,9 @@ def release_leases(engine: Engine, holder: str, account_id: int | None = None) -
 
 
 @contextmanager
-def account_lease(
-    engine: Engine,
-    account_id: int,
-    holder: str,
-    ttl_seconds: float = 3600,
-    wait_seconds: float = 600,
-    poll: float = 0.5,
-    clock: Callable[[], dt.datetime] | None = None,
-) -> Iterator[Lease]:
-    """Hold the account's lease for the block (see `acquire_lease`); released on exit."""
-    lease = acquire_lease(engine, account_id, holder, ttl_seconds, wait_seconds, poll, clock)
+def account_lease(engine: Engine, account_id: int, holder: str, **options) -> Iterator[Lease]:
+    """Hold the account's lease for the block (`options`: those of `acquire_lease`); released on exit."""
+    lease = acquire_lease(engine, account_id, holder, **options)
     try:
         yield lease
     finally:

@@ -28,7 +28,8 @@ from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, api_call_budget, enrichments, transactions
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, days_to_fetch, plan_windows
-from bank_pipeline.truelayer.windows import split_windows
+from bank_pipeline.truelayer.errors import InvalidDateRange
+from bank_pipeline.truelayer.windows import as_date, split_windows
 
 HISTORY_DAYS = 90
 # The enrichment source that costs a model call; every other (override, rule, classifier, cache,
@@ -129,13 +130,9 @@ class BackfillPlan:
 
 
 def _as_date(value: dt.date | str, name: str) -> dt.date:
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
     try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError as exc:
+        return as_date(value, name)
+    except InvalidDateRange as exc:
         raise PlanError(f"--{name} must be a date like 2026-01-31, got {value!r}") from exc
 
 

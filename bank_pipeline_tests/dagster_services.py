@@ -32,6 +32,7 @@ import yaml
 
 from bank_pipeline import clock
 from bank_pipeline.config import Settings
+from bank_pipeline.orchestration.tuning import apply_event_log_defaults
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STARTUP_TIMEOUT_SECONDS = float(os.environ.get("BANK_PIPELINE_TEST_DAGSTER_STARTUP_TIMEOUT", "240"))
@@ -270,6 +271,7 @@ def dagster_services(
     _create_storage(dagster_home)
 
     env = dict(os.environ)
+    apply_event_log_defaults(env)  # as `make ui` does
     env.update(settings_env(settings))
     env.update(
         DAGSTER_HOME=str(dagster_home),

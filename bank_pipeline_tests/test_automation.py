@@ -17,7 +17,7 @@ import sqlalchemy as sa
 from bank_pipeline import clock
 from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import enrichments, raw_fetches, transactions, webhook_events
-from bank_pipeline.orchestration.resources import AppDatabase
+from bank_pipeline.orchestration.resources import AppDatabase, default_resources
 from bank_pipeline_tests.fixtures.pipeline import TODAY, Pipeline, expected_totals, settings_for
 
 pytestmark = pytest.mark.slow
@@ -26,13 +26,13 @@ pytestmark = pytest.mark.slow
 def _sensor_requests(instance, db_url) -> list[dg.RunRequest]:
     from bank_pipeline.orchestration.sensors import webhook_events_sensor
 
-    with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url)}) as context:
+    with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url), "truelayer": default_resources()["truelayer"]}) as context:
         result = webhook_events_sensor.evaluate_tick(context)
     return list(result.run_requests or [])
 
 
 def test_signed_webhook_becomes_a_sensor_run_that_loads_and_enriches(db_url, simulator_factory, postgres_dagster_instance, tmp_path):
-    from bank_pipeline.orchestration.runner import import_job
+    from bank_pipeline.runner import import_job
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
     from bank_pipeline.webhooks import run_webhook_server_in_thread
 
@@ -149,7 +149,7 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
 
 @pytest.mark.date_sensitive
 def test_unattended_budget_is_never_exceeded_against_the_4_a_day_rule(pipeline_factory):
-    from bank_pipeline.orchestration.runner import run_imports
+    from bank_pipeline.runner import run_imports
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
     # The simulator enforces the bank's rule; the pipeline keeps its own budget of 4.

@@ -144,7 +144,7 @@ def test_a_per_account_failure_in_a_multi_account_run_marks_its_partitions_faile
         partition_key,
         sync_account_partitions,
     )
-    from bank_pipeline.orchestration.runner import import_job
+    from bank_pipeline.runner import import_job
 
     pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=0)
     fine, starved = pipe.keys[0], pipe.keys[1]

@@ -23,7 +23,12 @@ from bank_pipeline.orchestration.partitions import (
     sync_account_partitions,
     transaction_partitions,
 )
-from bank_pipeline.orchestration.resources import AppDatabase
+from bank_pipeline.orchestration.resources import AppDatabase, default_resources
+
+
+def _truelayer() -> dict:
+    """The `truelayer` resource the schedule and sensors read, from this test's environment."""
+    return {"truelayer": default_resources()["truelayer"]}
 
 
 def _add_accounts(engine, keys: list[str]) -> None:
@@ -77,7 +82,7 @@ def test_daily_schedule_requests_yesterday_plus_lookback_for_every_account(monke
         sync_account_partitions(instance, keys)
         # 06:00 London on 21 Nov: the last complete day is the 20th; look-back 3 → 17th..20th.
         tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick)
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, resources=_truelayer())
         requests = list(daily_import_schedule.evaluate_tick(context).run_requests)
         assert len(requests) == 1  # up to 50 accounts (the default) share a run
         days = [dt.date(2026, 11, d) for d in (17, 18, 19, 20)]
@@ -170,7 +175,11 @@ def test_daily_schedule_skips_without_accounts():
     from bank_pipeline.orchestration.schedules import daily_import_schedule
 
     with dg.instance_for_test() as instance:
-        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=dt.datetime(2026, 11, 21, 6, tzinfo=dt.timezone.utc))
+        context = dg.build_schedule_context(
+            instance=instance,
+            scheduled_execution_time=dt.datetime(2026, 11, 21, 6, tzinfo=dt.timezone.utc),
+            resources=_truelayer(),
+        )
         result = daily_import_schedule.evaluate_tick(context)
         assert not result.run_requests and "connect" in result.skip_message
 
@@ -183,7 +192,7 @@ def test_account_sensor_adds_partitions_and_requests_initial_backfill(db_url):
     _add_accounts(make_engine(db_url), ["anew001", "anew002"])
     with dg.instance_for_test() as instance:
         sync_account_partitions(instance, ["anew001"])
-        with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url)}) as context:
+        with dg.build_sensor_context(instance=instance, resources={"database": AppDatabase(url=db_url), **_truelayer()}) as context:
             result = account_partitions_sensor(context)
         assert [list(r.partition_keys) for r in result.dynamic_partitions_requests] == [["anew002"]]
         assert [r.tags[ACCOUNT_TAG] for r in result.run_requests] == ["anew002"]
@@ -233,3 +242,40 @@ def test_secrets_reach_the_dagster_ui_only_as_env_var_names(monkeypatch):
     for name in ("TRUELAYER_CLIENT_SECRET", "BANK_PIPELINE_FERNET_KEYS", "ANTHROPIC_API_KEY", "BANK_PIPELINE_DATABASE_URL"):
         assert secrets[name] not in shown
         assert name in shown  # bound as EnvVar("NAME")
+
+
+def test_schedule_ticks_use_the_resource_config_the_ui_shows(monkeypatch):
+    """The daily tick reads look-back and accounts per run from the `truelayer` resource, not from
+    the environment: a resource configured otherwise than the environment wins."""
+    from bank_pipeline.orchestration.schedules import daily_import_schedule
+
+    monkeypatch.setenv("BANK_PIPELINE_LOOKBACK_DAYS", "3")
+    from bank_pipeline.orchestration.resources import TrueLayerResource
+
+    truelayer = TrueLayerResource(
+        auth_url="http://127.0.0.1:9", data_url="http://127.0.0.1:9/data/v1", client_id="c", client_secret="s",
+        lookback_days=1, accounts_per_run=1,
+    )
+    keys = ["acur01", "asav02"]
+    with dg.instance_for_test() as instance:
+        sync_account_partitions(instance, keys)
+        tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, resources={"truelayer": truelayer})
+        requests = list(daily_import_schedule.evaluate_tick(context).run_requests)
+        assert len(requests) == 2  # one account per run
+        days = [dt.date(2026, 11, 19), dt.date(2026, 11, 20)]  # look-back 1: the 19th and the 20th
+        assert _partitions_of(requests[0].tags, instance) == {partition_key(keys[0], d) for d in days}
+
+
+def test_resources_carry_every_setting_their_steps_and_ticks_read(monkeypatch):
+    for name, value in (
+        ("BANK_PIPELINE_ACCOUNTS_PER_RUN", "7"),
+        ("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", "30"),
+        ("BANK_PIPELINE_ENRICH_QUEUE_BATCH", "9"),
+        ("BANK_PIPELINE_ENRICH_BATCH_API_MIN", "100"),
+    ):
+        monkeypatch.setenv(name, value)
+    resources = default_resources()
+    truelayer, model = resources["truelayer"], resources["enrichment_model"]
+    assert (truelayer.accounts_per_run, truelayer.initial_backfill_days) == (7, 30)
+    assert (model.queue_batch, model.batch_api_min) == (9, 100)

@@ -189,8 +189,8 @@ def test_a_killed_run_then_a_rerun_equals_a_clean_run(pipeline_factory, db_url, 
 
 @pytest.mark.date_sensitive
 def test_the_daily_schedules_runs_load_their_window_and_a_rerun_adds_nothing(pipeline_factory):
-    from bank_pipeline.orchestration.runner import import_job
     from bank_pipeline.orchestration.schedules import daily_run_requests
+    from bank_pipeline.runner import import_job
 
     pipe = pipeline_factory("alice", _no_limits(), unattended_daily_budget=1000, lookback_days=3)
     pipe.run(FIRST, TODAY - dt.timedelta(days=4))  # history up to the day before the look-back window

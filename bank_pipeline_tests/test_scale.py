@@ -21,8 +21,8 @@ def test_a_group_run_holds_its_accounts_and_one_accounts_failure_stays_its_own(
         group_range_tags,
         sync_account_partitions,
     )
-    from bank_pipeline.orchestration.runner import _failure_reason, import_job
     from bank_pipeline.orchestration.sensors import record_run_failure
+    from bank_pipeline.runner import _failure_reason, import_job
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
     sim = simulator_factory(SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=None)))

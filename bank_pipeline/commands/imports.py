@@ -81,7 +81,7 @@ def report_runs(outcomes) -> int:
 
 def _import(args) -> int:
     from bank_pipeline.orchestration.partitions import FETCH_MODE_TAG
-    from bank_pipeline.orchestration.runner import run_imports
+    from bank_pipeline.runner import run_imports
 
     settings = Settings.from_env()
     first, last = _date(args.date_from), _date(args.date_to)
@@ -100,7 +100,7 @@ def _import(args) -> int:
 def dagster_instance(settings: Settings):
     import dagster as dg
 
-    from bank_pipeline.orchestration.runner import ensure_dagster_home
+    from bank_pipeline.runner import ensure_dagster_home
 
     ensure_dagster_home(settings)
     return dg.DagsterInstance.get()

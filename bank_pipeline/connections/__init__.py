@@ -12,7 +12,7 @@ The store, discovery and status names are importable from here.
 
 from bank_pipeline.connections.accounts import account_identity, account_key_for, discover_accounts
 from bank_pipeline.connections.oauth import OAuthState, OAuthStates
-from bank_pipeline.connections.status import consent_warnings, format_status, status_summary
+from bank_pipeline.connections.status import consent_warnings, format_status, record_failure, status_summary
 from bank_pipeline.connections.tokens import ConnectionStore, open_data_client
 
 __all__ = [
@@ -25,5 +25,6 @@ __all__ = [
     "discover_accounts",
     "format_status",
     "open_data_client",
+    "record_failure",
     "status_summary",
 ]

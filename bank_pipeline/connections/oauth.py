@@ -15,11 +15,11 @@ from urllib.parse import parse_qs, urlsplit, urlunsplit
 
 import sqlalchemy as sa
 
-from bank_pipeline.connections.timestamps import aware
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import utcnow, write_transaction
 from bank_pipeline.db.schema import oauth_states
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.timestamps import aware
 from bank_pipeline.truelayer.auth import generate_pkce
 
 STATE_TTL = dt.timedelta(minutes=10)

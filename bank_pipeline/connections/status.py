@@ -6,10 +6,19 @@ import datetime as dt
 
 import sqlalchemy as sa
 
-from bank_pipeline.connections.timestamps import aware
 from bank_pipeline.connections.tokens import RECONNECT_HINT
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, connections
+from bank_pipeline.timestamps import aware
+
+
+def record_failure(conn: sa.Connection, run_id: str, message: str, *where: sa.ColumnElement[bool]) -> None:
+    """Mark the accounts matching `where` as last failed by `run_id` (what `bank-pipeline status` shows)."""
+    conn.execute(
+        accounts.update()
+        .where(*where)
+        .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
+    )
 
 
 def consent_warnings(engine: sa.Engine, within_days: int = 7) -> list[str]:

@@ -17,11 +17,11 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from bank_pipeline.connections.timestamps import aware, parse_timestamp
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import utcnow, write_transaction
 from bank_pipeline.db.schema import connections
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.timestamps import aware, parse_timestamp
 from bank_pipeline.truelayer.auth import AuthClient
 from bank_pipeline.truelayer.client import DataClient, RetryPolicy
 from bank_pipeline.truelayer.errors import AuthorizationRequired
@@ -227,7 +227,7 @@ class ConnectionStore:
 
 def open_data_client(
     engine: sa.Engine,
-    settings: Settings,
+    settings: Settings,  # or anything with data_url and psu_ip when `store` is given (the Dagster resource)
     connection_id: int,
     *,
     retry: RetryPolicy | None = None,

@@ -18,27 +18,35 @@ __all__ = [
     "build_model",
     "categorize",
     "enrich_account_days",
+    "model_for",
 ]
 
 
 def build_model(settings):
-    """The configured model tier: `offline` (default) or `anthropic` (settings.enricher)."""
+    """The model tier `settings` configure (the CLI's; Dagster's is the `enrichment_model` resource)."""
+    from bank_pipeline.enrich.queue import QueuePolicy
+
+    return model_for(
+        settings.enricher,
+        api_key=settings.anthropic_api_key,
+        model=settings.anthropic_model,
+        base_url=settings.anthropic_base_url,
+        batch_size=settings.enrich_batch_size,
+        queue=QueuePolicy.from_settings(settings),
+    )
+
+
+def model_for(kind: str | None, *, api_key, model: str, base_url, batch_size: int, queue):
+    """The model tier: `offline` (default) or `anthropic` (BANK_PIPELINE_ENRICHER)."""
     from bank_pipeline.config import ConfigError
 
-    kind = (settings.enricher or "offline").lower()
-    if kind == "offline":
+    name = (kind or "offline").lower()
+    if name == "offline":
         from bank_pipeline.enrich.offline import OfflineModel
 
         return OfflineModel()
-    if kind == "anthropic":
+    if name == "anthropic":
         from bank_pipeline.enrich.anthropic_model import AnthropicModel
-        from bank_pipeline.enrich.queue import QueuePolicy
 
-        return AnthropicModel(
-            api_key=settings.anthropic_api_key,
-            model=settings.anthropic_model,
-            base_url=settings.anthropic_base_url,
-            batch_size=settings.enrich_batch_size,
-            queue=QueuePolicy.from_settings(settings),
-        )
-    raise ConfigError(f"BANK_PIPELINE_ENRICHER must be 'offline' or 'anthropic', got {settings.enricher!r}")
+        return AnthropicModel(api_key=api_key, model=model, base_url=base_url, batch_size=batch_size, queue=queue)
+    raise ConfigError(f"BANK_PIPELINE_ENRICHER must be 'offline' or 'anthropic', got {kind!r}")

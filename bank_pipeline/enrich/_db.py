@@ -5,12 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from sqlalchemy import Connection, Table
-from sqlalchemy.dialects import postgresql, sqlite
 
-
-def _insert(conn: Connection, table: Table):
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(table)
+from bank_pipeline.db.dialect import chunks as _chunks
+from bank_pipeline.db.dialect import insert as _insert
 
 
 def upsert(conn: Connection, table: Table, rows: Sequence[dict], keys: Sequence[str]) -> None:
@@ -27,5 +24,4 @@ def insert_ignore(conn: Connection, table: Table, rows: Sequence[dict], keys: Se
 
 
 def chunks(items: Sequence, size: int = 500):
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+    return _chunks(items, size)

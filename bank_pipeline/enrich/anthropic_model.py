@@ -206,11 +206,7 @@ class AnthropicModel:
                 ledger.record(record)
         if response is None:
             return {}, list(batch), True
-        usage = response.usage
-        record.input_tokens = usage.input_tokens or 0
-        record.output_tokens = usage.output_tokens or 0
-        record.cache_creation_input_tokens = getattr(usage, "cache_creation_input_tokens", 0) or 0
-        record.cache_read_input_tokens = getattr(usage, "cache_read_input_tokens", 0) or 0
+        record.count_usage(response.usage)
         results, problems = self._parse(response, by_id)
         lost = [t for key, t in by_id.items() if t.id not in results]
         if lost or problems:
@@ -358,11 +354,7 @@ class AnthropicModel:
                 ledger.record(record)
                 continue
             message = result.message
-            usage = message.usage
-            record.input_tokens = usage.input_tokens or 0
-            record.output_tokens = usage.output_tokens or 0
-            record.cache_creation_input_tokens = getattr(usage, "cache_creation_input_tokens", 0) or 0
-            record.cache_read_input_tokens = getattr(usage, "cache_read_input_tokens", 0) or 0
+            record.count_usage(message.usage)
             got, problems = self._parse(message, by_id)
             record.batch_size = len(got)
             if problems:

@@ -30,6 +30,13 @@ class CallRecord:
     error: str | None = None
     batch_api: bool = False  # answered through the Message Batches API: half the list price
 
+    def count_usage(self, usage) -> None:
+        """Take the token counts from an Anthropic `usage` (cache fields may be absent or None)."""
+        self.input_tokens = usage.input_tokens or 0
+        self.output_tokens = usage.output_tokens or 0
+        self.cache_creation_input_tokens = getattr(usage, "cache_creation_input_tokens", 0) or 0
+        self.cache_read_input_tokens = getattr(usage, "cache_read_input_tokens", 0) or 0
+
 
 @dataclass
 class LedgerTotals:

@@ -40,13 +40,20 @@ class QueuePolicy:
 
     @classmethod
     def from_settings(cls, settings) -> QueuePolicy:
+        return cls.of(
+            settings.enrich_queue_batch,
+            settings.enrich_queue_delay_hours,
+            settings.enrich_queue_max_delay_hours,
+            settings.enrich_batch_api_min,
+        )
+
+    @classmethod
+    def of(cls, batch: int, delay_hours: float, max_delay_hours: float, batch_api_min: int) -> QueuePolicy:
         return cls(
-            batch=max(1, settings.enrich_queue_batch),
-            delay=timedelta(hours=settings.enrich_queue_delay_hours),
-            batch_api_min=max(0, settings.enrich_batch_api_min),
-            max_delay=timedelta(
-                hours=max(settings.enrich_queue_max_delay_hours, settings.enrich_queue_delay_hours)
-            ),
+            batch=max(1, batch),
+            delay=timedelta(hours=delay_hours),
+            batch_api_min=max(0, batch_api_min),
+            max_delay=timedelta(hours=max(max_delay_hours, delay_hours)),
         )
 
 

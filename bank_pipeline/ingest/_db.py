@@ -13,25 +13,18 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import sqlite
+from sqlalchemy import Connection
 
 from bank_pipeline.db import write_transaction
+from bank_pipeline.db.dialect import chunks, insert, is_postgres
 from bank_pipeline.db.schema import raw_fetches
 
-__all__ = ["write_transaction"]  # re-exported for the stages
+__all__ = ["chunks", "is_postgres", "write_transaction"]  # re-exported for the stages
 
 # Keys per IN list (SQLite allows 32,766 bind parameters, PostgreSQL 65,535).
 CHUNK_KEYS = 5000
 
 
-def is_postgres(bind: Connection | Engine) -> bool:
-    return bind.dialect.name == "postgresql"
-
-
-def chunks(items: Sequence[Any], size: int) -> Iterator[Sequence[Any]]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
 
 
 
@@ -81,7 +74,7 @@ def insert_ignore(conn: Connection, table: sa.Table, rows: list[dict], index_ele
         )
         return result.rowcount
     stmt = (
-        sqlite.insert(table)
+        insert(conn, table)
         .on_conflict_do_nothing(index_elements=index_elements)
         .returning(table.c[index_elements[0]])
     )

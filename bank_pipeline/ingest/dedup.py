@@ -55,7 +55,9 @@ class DedupStats:
         return asdict(self)
 
 
-def normalise_description(text: str) -> str:
+def _folded_description(text: str) -> str:
+    """Casefolded, whitespace folded: the content hash's view of a description (enrichment's
+    `normalise_description` strips far more, for merchant matching)."""
     return " ".join((text or "").casefold().split())
 
 
@@ -70,7 +72,7 @@ def content_fingerprint(booking_date: dt.date, amount, currency: str, descriptio
             as_date(booking_date).isoformat(),
             _amount_text(amount),
             currency.upper(),
-            normalise_description(description),
+            _folded_description(description),
         )
     )
 

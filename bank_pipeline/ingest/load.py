@@ -22,9 +22,9 @@ from difflib import SequenceMatcher
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Engine
-from sqlalchemy.dialects import postgresql, sqlite
 
 from bank_pipeline.db import utcnow
+from bank_pipeline.db.dialect import insert
 from bank_pipeline.db.schema import (
     accounts,
     category_overrides,
@@ -40,7 +40,6 @@ from bank_pipeline.ingest._db import (
     bulk_insert,
     fetch_day_filter,
     insert_ignore,
-    is_postgres,
     latest_booked_fetches,
     latest_pending_fetch,
     write_transaction,
@@ -123,9 +122,8 @@ def _insert_booked(conn: Connection, account_id: int, latest: dict[dt.date, int]
         sa.literal(run_id, sa.String(64)).label("run_id"),
         sa.literal(now, transactions.c.loaded_at.type).label("loaded_at"),
     ).where(_booked_selection(account_id, latest), s.c.dedup_status == "new")
-    dialect = postgresql if is_postgres(conn) else sqlite
     stmt = (
-        dialect.insert(transactions)
+        insert(conn, transactions)
         .from_select([*LEDGER_COLUMNS, "raw_transaction_id", "run_id", "loaded_at"], select)
         .on_conflict_do_nothing(index_elements=["dedup_key"])
         .execution_options(preserve_rowcount=True)  # SQLAlchemy keeps INSERT rowcounts only on request

@@ -45,6 +45,7 @@ from bank_pipeline.ingest._db import (
     write_transaction,
 )
 from bank_pipeline.ingest.text import clean_text, is_iso_currency
+from bank_pipeline.timestamps import parse_iso
 
 log = logging.getLogger(__name__)
 
@@ -130,15 +131,8 @@ def parse_timestamp(value: Any) -> tuple[dt.datetime, dt.date]:
         except ValueError:
             raise InvalidRow(f"timestamp: not an ISO 8601 date-time: {_show(value)}") from None
         return dt.datetime(day.year, day.month, day.day, tzinfo=_UTC), day
-    candidate = text
-    if candidate.endswith(("Z", "z")):
-        candidate = candidate[:-1] + "+00:00"
-    # +0100 → +01:00 (Python 3.10's fromisoformat wants the colon)
-    candidate = re.sub(r"([+-]\d\d)(\d\d)$", r"\1:\2", candidate)
-    # Fractional seconds of any length → microseconds (3.10 accepts only 3 or 6 digits).
-    candidate = re.sub(r"\.(\d+)(?=[+-]\d\d:\d\d$|$)", lambda m: "." + (m.group(1) + "000000")[:6], candidate)
     try:
-        stamp = dt.datetime.fromisoformat(candidate)
+        stamp = parse_iso(text)
     except ValueError:
         raise InvalidRow(f"timestamp: not an ISO 8601 date-time: {_show(value)}") from None
     local_day = stamp.date()

@@ -65,15 +65,24 @@ def _accounts_for(engine: Engine, keys: list[str]) -> dict[str, dict]:
     return found
 
 
+def _stage(*, description: str, after: dg.AssetsDefinition | None = None, kinds=frozenset({"sql"}), **kwargs):
+    """An ingest stage's asset: account × day partitions, one run per backfill, after the stage before."""
+    return dg.asset(
+        partitions_def=transaction_partitions,
+        backfill_policy=BACKFILL,
+        group_name=GROUP,
+        kinds=set(kinds),
+        deps=[after] if after is not None else None,
+        description=description,
+        **kwargs,
+    )
+
+
 def _record_failure(engine: Engine, account_id: int, run_id: str, message: str) -> None:
-    from bank_pipeline.db import utcnow
+    from bank_pipeline.connections import record_failure
 
     with engine.begin() as conn:
-        conn.execute(
-            accounts_table.update()
-            .where(accounts_table.c.id == account_id)
-            .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
-        )
+        record_failure(conn, run_id, message, accounts_table.c.id == account_id)
 
 
 def _map_accounts(
@@ -232,10 +241,7 @@ def _fetch_options(context: dg.AssetExecutionContext, truelayer: TrueLayerResour
     )
 
 
-@dg.asset(
-    partitions_def=transaction_partitions,
-    backfill_policy=BACKFILL,
-    group_name=GROUP,
+@_stage(
     kinds={"truelayer", "sql"},
     pool="truelayer",
     description="What TrueLayer sent, verbatim: one API call per account per contiguous window.",
@@ -281,14 +287,7 @@ def fetched_transactions(
     return result
 
 
-@dg.asset(
-    partitions_def=transaction_partitions,
-    backfill_policy=BACKFILL,
-    group_name=GROUP,
-    kinds={"sql"},
-    deps=[fetched_transactions],
-    description="Validated, typed rows (signed amounts, UTC instants, booking dates); the rest quarantined.",
-)
+@_stage(after=fetched_transactions, description="Validated, typed rows (signed amounts, UTC instants, booking dates); the rest quarantined.")
 def normalized_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
     from bank_pipeline.ingest.normalize import normalize_account_days
 
@@ -298,14 +297,7 @@ def normalized_transactions(context: dg.AssetExecutionContext, database: AppData
     )
 
 
-@dg.asset(
-    partitions_def=transaction_partitions,
-    backfill_policy=BACKFILL,
-    group_name=GROUP,
-    kinds={"sql"},
-    deps=[normalized_transactions],
-    description="Each row's dedup key (normalised id → provider id → content hash) and new/duplicate verdict.",
-)
+@_stage(after=normalized_transactions, description="Each row's dedup key (normalised id → provider id → content hash) and new/duplicate verdict.")
 def deduplicated_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
     from bank_pipeline.ingest.dedup import dedup_account_days
 
@@ -315,14 +307,7 @@ def deduplicated_transactions(context: dg.AssetExecutionContext, database: AppDa
     )
 
 
-@dg.asset(
-    partitions_def=transaction_partitions,
-    backfill_policy=BACKFILL,
-    group_name=GROUP,
-    kinds={"sql"},
-    deps=[deduplicated_transactions],
-    description="The ledger: booked transactions inserted idempotently; the pending set replaced.",
-)
+@_stage(after=deduplicated_transactions, description="The ledger: booked transactions inserted idempotently; the pending set replaced.")
 def loaded_transactions(context: dg.AssetExecutionContext, database: AppDatabase) -> dg.MaterializeResult:
     from bank_pipeline.ingest.load import load_account_days
     from bank_pipeline.ingest.per_day import ledger_rows_by_day
@@ -337,14 +322,7 @@ def loaded_transactions(context: dg.AssetExecutionContext, database: AppDatabase
     )
 
 
-@dg.asset(
-    partitions_def=transaction_partitions,
-    backfill_policy=BACKFILL,
-    group_name=GROUP,
-    kinds={"sql"},
-    deps=[loaded_transactions],
-    description="Category, merchant, essential/discretionary… from rules, the cache, then a model.",
-)
+@_stage(after=loaded_transactions, description="Category, merchant, essential/discretionary… from rules, the cache, then a model.")
 def enriched_transactions(
     context: dg.AssetExecutionContext, database: AppDatabase, enrichment_model: EnrichmentModel
 ) -> dg.MaterializeResult:

@@ -1,12 +1,15 @@
 """Dagster resources: the outside world (application database, TrueLayer, the enrichment model).
 
-Secrets never appear as literal resource config (which the Dagster UI displays): they are bound
-with `EnvVar` when set in the environment, or are the simulator's public demo values.
+The resources are the Dagster side's configuration: every value a step, sensor or schedule tick
+uses is a field here, so the UI's resource view shows what runs use. `default_resources()` fills
+them once from the validated settings (`Settings.from_env()`, which fails with a one-line error
+naming the variable); nothing here reads the environment again. Secrets never appear as literal
+resource config (which the Dagster UI displays): a secret set in the environment is bound as
+`EnvVar("NAME")` (the UI shows the name); unset, it is the simulator's public demo value or None.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 from pathlib import Path
@@ -45,7 +48,8 @@ class AppDatabase(dg.ConfigurableResource):
 
 
 class TrueLayerResource(dg.ConfigurableResource):
-    """Where TrueLayer is (simulator, sandbox, live or any URL) and how hard we may call it."""
+    """Where TrueLayer is (simulator, sandbox, live or any URL), how hard we may call it, and how
+    runs cut their work (read by the fetch step, the sensors and the schedule's ticks)."""
 
     auth_url: str
     data_url: str
@@ -61,69 +65,69 @@ class TrueLayerResource(dg.ConfigurableResource):
     timezone: str = "Europe/London"
     # Accounts whose bank calls a run's fetch step makes at once (threads).
     fetch_concurrency: int = 8
+    # Accounts per daily or webhook run; days a newly connected account's first run backfills.
+    accounts_per_run: int = 50
+    initial_backfill_days: int = 90
     home: str = ".bank_pipeline"
     # Comma-separated Fernet keys for the stored tokens; unset = the key file in `home`.
     fernet_keys: Optional[str] = None
 
-    def settings(self) -> Settings:
-        return dataclasses.replace(
-            Settings.from_env(),
-            home=Path(self.home),
-            fernet_keys=tuple(k for k in (self.fernet_keys or "").split(",") if k),
-            auth_url=self.auth_url.rstrip("/"),
-            data_url=self.data_url.rstrip("/"),
-            client_id=self.client_id,
-            client_secret=self.client_secret,
-            psu_ip=self.psu_ip,
-            max_window_days=self.max_window_days,
-            unattended_daily_budget=self.unattended_daily_budget,
-        )
-
     def client_for(self, engine: Engine, connection_id: int):
         """A Data API client for one connection, refreshing its tokens as needed."""
-        from bank_pipeline.connections import open_data_client
+        from bank_pipeline.connections import ConnectionStore, open_data_client
+        from bank_pipeline.crypto import TokenCipher
+        from bank_pipeline.truelayer.auth import AuthClient
 
-        return open_data_client(engine, self.settings(), connection_id)
+        keys = tuple(k.strip() for k in (self.fernet_keys or "").split(",") if k.strip())
+        auth = AuthClient(self.auth_url.rstrip("/"), self.client_id, self.client_secret)
+        store = ConnectionStore(engine, TokenCipher.from_keys(keys, Path(self.home)), auth)
+        return open_data_client(engine, self, connection_id, store=store)
 
 
 class EnrichmentModel(dg.ConfigurableResource):
-    """The model tier of enrichment: `offline` (default, no network) or `anthropic`."""
+    """The model tier of enrichment: `offline` (default, no network) or `anthropic`, and its queue."""
 
     provider: str = "offline"
     model: str = "claude-haiku-4-5"
     batch_size: int = 40
     api_key: Optional[str] = None
     base_url: Optional[str] = None
+    # The model queue (enrich/queue.py): descriptions per call, longest waits, Message Batches use.
+    queue_batch: int = 25
+    queue_delay_hours: float = 24.0
+    queue_max_delay_hours: float = 2160.0
+    batch_api_min: int = 0
 
     def build(self):
-        from bank_pipeline.enrich import build_model
+        from bank_pipeline.enrich import model_for
+        from bank_pipeline.enrich.queue import QueuePolicy
 
-        settings = dataclasses.replace(
-            Settings.from_env(),
-            enricher=self.provider,
-            anthropic_model=self.model,
-            enrich_batch_size=self.batch_size,
-            anthropic_api_key=self.api_key,
-            anthropic_base_url=self.base_url,
-        )
-        return build_model(settings)
+        queue = QueuePolicy.of(self.queue_batch, self.queue_delay_hours, self.queue_max_delay_hours, self.batch_api_min)
+        options = {"api_key": self.api_key, "model": self.model, "base_url": self.base_url, "batch_size": self.batch_size}
+        return model_for(self.provider, queue=queue, **options)
 
 
-def _from_env(name: str, value: str | None):
-    """`EnvVar(name)` when `value` came from that variable (the UI then shows the name, not the
-    value); else the value itself (simulator defaults, or settings built in code)."""
-    return dg.EnvVar(name) if value and os.environ.get(name) == value else value
+def _secret(name: str, value: str | None, normalise=str.strip):
+    """`EnvVar(name)` when `value` is that variable's (the UI then shows the name, not the value);
+    else the value itself (the simulator's public defaults, or settings built in code for an
+    in-process run, which no UI displays)."""
+    return dg.EnvVar(name) if value and normalise(os.environ.get(name) or "") == value else value
+
+
+def _key_list(raw: str) -> str:
+    return ",".join(k.strip() for k in raw.split(",") if k.strip())
 
 
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
+    """The resources, filled from `settings` (default: the validated environment)."""
     settings = settings or Settings.from_env()
     return {
-        "database": AppDatabase(url=_from_env("BANK_PIPELINE_DATABASE_URL", settings.database_url)),
+        "database": AppDatabase(url=_secret("BANK_PIPELINE_DATABASE_URL", settings.database_url)),
         "truelayer": TrueLayerResource(
             auth_url=settings.auth_url,
             data_url=settings.data_url,
-            client_id=_from_env("TRUELAYER_CLIENT_ID", settings.client_id) or "",
-            client_secret=_from_env("TRUELAYER_CLIENT_SECRET", settings.client_secret) or "",
+            client_id=_secret("TRUELAYER_CLIENT_ID", settings.client_id) or "",
+            client_secret=_secret("TRUELAYER_CLIENT_SECRET", settings.client_secret) or "",
             psu_ip=settings.psu_ip,
             max_window_days=settings.max_window_days,
             unattended_daily_budget=settings.unattended_daily_budget,
@@ -131,14 +135,20 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             lookback_days=settings.lookback_days,
             timezone=settings.timezone,
             fetch_concurrency=settings.fetch_concurrency,
+            accounts_per_run=settings.accounts_per_run,
+            initial_backfill_days=settings.initial_backfill_days,
             home=str(settings.home),
-            fernet_keys=_from_env("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None),
+            fernet_keys=_secret("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None, _key_list),
         ),
         "enrichment_model": EnrichmentModel(
             provider=settings.enricher,
             model=settings.anthropic_model,
             batch_size=settings.enrich_batch_size,
-            api_key=_from_env("ANTHROPIC_API_KEY", settings.anthropic_api_key),
+            api_key=_secret("ANTHROPIC_API_KEY", settings.anthropic_api_key),
             base_url=settings.anthropic_base_url,
+            queue_batch=settings.enrich_queue_batch,
+            queue_delay_hours=settings.enrich_queue_delay_hours,
+            queue_max_delay_hours=settings.enrich_queue_max_delay_hours,
+            batch_api_min=settings.enrich_batch_api_min,
         ),
     }

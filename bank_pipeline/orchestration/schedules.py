@@ -22,6 +22,7 @@ from bank_pipeline.orchestration.partitions import (
     group_range_tags,
     last_complete_day,
 )
+from bank_pipeline.orchestration.resources import TrueLayerResource
 
 
 def daily_run_requests(
@@ -51,6 +52,9 @@ def daily_run_requests(
     return requests
 
 
+# When the schedule fires is part of its definition (Dagster's daemon reads it without running
+# code): cron and time zone come from the validated settings when the definitions load. What a
+# tick requests comes from the `truelayer` resource, like the sensors'.
 _settings = Settings.from_env()
 
 
@@ -61,9 +65,9 @@ _settings = Settings.from_env()
     default_status=dg.DefaultScheduleStatus.RUNNING,
     description="Daily import of every account: yesterday plus the look-back window (late postings).",
 )
-def daily_import_schedule(context: dg.ScheduleEvaluationContext):
+def daily_import_schedule(context: dg.ScheduleEvaluationContext, truelayer: TrueLayerResource):
     keys = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     if not keys:
         return dg.SkipReason("no accounts registered yet: run `bank-pipeline connect`")
     tick = context.scheduled_execution_time or clock.now()
-    return daily_run_requests(keys, tick, _settings.timezone, _settings.lookback_days, _settings.accounts_per_run)
+    return daily_run_requests(keys, tick, truelayer.timezone, truelayer.lookback_days, truelayer.accounts_per_run)

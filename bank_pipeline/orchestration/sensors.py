@@ -8,7 +8,6 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
-from bank_pipeline.config import Settings
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts
 from bank_pipeline.orchestration.jobs import import_transactions
@@ -20,9 +19,19 @@ from bank_pipeline.orchestration.partitions import (
     last_complete_day,
     range_tags,
 )
-from bank_pipeline.orchestration.resources import AppDatabase
+from bank_pipeline.orchestration.resources import AppDatabase, TrueLayerResource
 
 WEBHOOK_EVENTS_PER_TICK = 100
+
+
+def _import_sensor(description: str):
+    """A sensor that requests import runs, ticking every 30 s, on from the start."""
+    return dg.sensor(
+        job=import_transactions,
+        minimum_interval_seconds=30,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=description,
+    )
 
 
 def _parse_day(value, default: dt.date) -> dt.date:
@@ -89,28 +98,24 @@ def group_webhook_plan(
     return runs
 
 
-@dg.sensor(
-    job=import_transactions,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+@_import_sensor(
     description="Turns verified TrueLayer webhook events into import runs for the accounts they name.",
 )
-def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
     from bank_pipeline.webhooks.events import mark_processed, pending_events
 
     engine = database.get_engine()
     events = pending_events(engine, limit=WEBHOOK_EVENTS_PER_TICK)
     if not events:
         return dg.SkipReason("no new webhook events")
-    settings = Settings.from_env()
-    today = last_complete_day(utcnow(), settings.timezone) + dt.timedelta(days=1)
-    plan, unknown = webhook_run_plan(engine, events, today, settings.lookback_days)
+    today = last_complete_day(utcnow(), truelayer.timezone) + dt.timedelta(days=1)
+    plan, unknown = webhook_run_plan(engine, events, today, truelayer.lookback_days)
     if unknown:
         context.log.warning(f"webhook events for unknown accounts, ignored: {unknown}")
         mark_processed(engine, unknown, "ignored:unknown-account")
     requests = []
     order = list(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
-    for keys, first, last, event_ids in group_webhook_plan(plan, order, settings.accounts_per_run):
+    for keys, first, last, event_ids in group_webhook_plan(plan, order, truelayer.accounts_per_run):
         run_key = f"webhook:{min(event_ids)}"
         requests.append(
             dg.RunRequest(
@@ -123,13 +128,10 @@ def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppData
     return requests
 
 
-@dg.sensor(
-    job=import_transactions,
-    minimum_interval_seconds=30,
-    default_status=dg.DefaultSensorStatus.RUNNING,
+@_import_sensor(
     description="Adds an `account` partition for each newly connected account and backfills its history.",
 )
-def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase):
+def account_partitions_sensor(context: dg.SensorEvaluationContext, database: AppDatabase, truelayer: TrueLayerResource):
     engine = database.get_engine()
     with engine.connect() as conn:
         active = set(conn.execute(sa.select(accounts.c.account_key).where(accounts.c.active.is_(True))).scalars())
@@ -137,9 +139,8 @@ def account_partitions_sensor(context: dg.SensorEvaluationContext, database: App
     new = sorted(active - known)
     if not new:
         return dg.SkipReason("account partitions are in step with the connected accounts")
-    settings = Settings.from_env()
-    last = last_complete_day(utcnow(), settings.timezone)
-    first = last - dt.timedelta(days=settings.initial_backfill_days - 1)
+    last = last_complete_day(utcnow(), truelayer.timezone)
+    first = last - dt.timedelta(days=truelayer.initial_backfill_days - 1)
     return dg.SensorResult(
         dynamic_partitions_requests=[account_partitions.build_add_request(new)],
         run_requests=[
@@ -158,6 +159,7 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
     Those are the accounts its steps recorded a failure on; when none did (a crash), every account
     the run touched.
     """
+    from bank_pipeline.connections import record_failure
     from bank_pipeline.limits import release_leases
 
     release_leases(engine, run_id)
@@ -176,13 +178,12 @@ def record_run_failure(engine: Engine, run_id: str, tags: dict[str, str], messag
             # others); each keeps the (more precise) reason its step recorded.
             return sorted(recorded)
         if keys:
-            conn.execute(
-                accounts.update()
-                .where(
-                    accounts.c.account_key.in_(keys),
-                    sa.or_(accounts.c.last_failure_run_id.is_(None), accounts.c.last_failure_run_id != run_id),
-                )
-                .values(last_failure_run_id=run_id, last_failure_message=message[:2000], last_failure_at=utcnow())
+            record_failure(
+                conn,
+                run_id,
+                message,
+                accounts.c.account_key.in_(keys),
+                sa.or_(accounts.c.last_failure_run_id.is_(None), accounts.c.last_failure_run_id != run_id),
             )
     return keys
 

@@ -155,20 +155,12 @@ class AuthClient:
         try:
             response = http.post(self.auth_url + path, data=body, headers={"Accept": "application/json"})
         except httpx.ConnectError as exc:
-            raise NetworkError(
-                f"TrueLayer POST {path}: could not reach {httpx.URL(self.auth_url).host}",
-                error="connection_error",
-                error_description=type(exc).__name__,
-                attempts=attempt,
-                path=path,
+            raise NetworkError.of(
+                f"TrueLayer POST {path}: could not reach {httpx.URL(self.auth_url).host}", exc, path=path, attempt=attempt
             ) from None
         except httpx.TransportError as exc:
-            error = NetworkError(
-                f"TrueLayer POST {path} failed mid-request; the grant may have been used",
-                error="connection_error",
-                error_description=type(exc).__name__,
-                attempts=attempt,
-                path=path,
+            error = NetworkError.of(
+                f"TrueLayer POST {path} failed mid-request; the grant may have been used", exc, path=path, attempt=attempt
             )
             error.grant_may_be_used = True
             raise error from None

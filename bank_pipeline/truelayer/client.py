@@ -139,20 +139,12 @@ class DataClient:
         try:
             response = self._http.get(self.data_url + path, params=params, headers=headers)
         except httpx.TimeoutException as exc:
-            raise NetworkError(
-                f"TrueLayer GET {path} timed out after {self.timeout:g}s",
-                error="timeout",
-                error_description=type(exc).__name__,
-                attempts=attempt,
-                path=path,
+            raise NetworkError.of(
+                f"TrueLayer GET {path} timed out after {self.timeout:g}s", exc, path=path, attempt=attempt, error="timeout"
             ) from None
         except httpx.TransportError as exc:
-            raise NetworkError(
-                f"TrueLayer GET {path}: could not reach {httpx.URL(self.data_url).host}",
-                error="connection_error",
-                error_description=type(exc).__name__,
-                attempts=attempt,
-                path=path,
+            raise NetworkError.of(
+                f"TrueLayer GET {path}: could not reach {httpx.URL(self.data_url).host}", exc, path=path, attempt=attempt
             ) from None
         if 200 <= response.status_code < 300:
             return response

@@ -81,6 +81,11 @@ class ServerError(TrueLayerError):
 class NetworkError(ServerError):
     """A timeout or connection failure: retried like a 5xx."""
 
+    @classmethod
+    def of(cls, message: str, exc: BaseException, *, path: str, attempt: int, error: str = "connection_error"):
+        """The error for `exc` (an httpx transport failure) on `path`, attempt number `attempt`."""
+        return cls(message, error=error, error_description=type(exc).__name__, attempts=attempt, path=path)
+
 
 class MalformedResponse(TrueLayerError):
     """The response was not the JSON envelope the contract promises (non-JSON, truncated, wrong shape)."""

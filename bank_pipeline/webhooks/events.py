@@ -13,9 +13,9 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Engine
-from sqlalchemy.exc import IntegrityError
 
 from bank_pipeline.db import utcnow
+from bank_pipeline.db.dialect import insert
 from bank_pipeline.db.schema import accounts, webhook_events
 
 
@@ -35,26 +35,14 @@ def store_event(
         "payload": payload,
         "received_at": utcnow(),
     }
-    dialect = engine.dialect.name
-    if dialect in ("sqlite", "postgresql"):
-        if dialect == "sqlite":
-            from sqlalchemy.dialects.sqlite import insert
-        else:
-            from sqlalchemy.dialects.postgresql import insert
-        stmt = (
-            insert(webhook_events)
-            .values(**values)
-            .on_conflict_do_nothing(index_elements=["event_id"])
-            .returning(webhook_events.c.id)
-        )
-        with engine.begin() as conn:
-            return conn.execute(stmt).scalar_one_or_none() is not None
-    try:
-        with engine.begin() as conn:
-            conn.execute(webhook_events.insert().values(**values))
-        return True
-    except IntegrityError:
-        return False
+    stmt = (
+        insert(engine, webhook_events)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["event_id"])
+        .returning(webhook_events.c.id)
+    )
+    with engine.begin() as conn:
+        return conn.execute(stmt).scalar_one_or_none() is not None
 
 
 def pending_events(engine: Engine, limit: int = 100) -> list[dict[str, Any]]:

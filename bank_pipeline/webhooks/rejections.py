@@ -23,6 +23,7 @@ from sqlalchemy import Engine
 from starlette.concurrency import run_in_threadpool
 
 from bank_pipeline.db import utcnow
+from bank_pipeline.db.dialect import insert
 from bank_pipeline.db.schema import webhook_rejections
 from bank_pipeline.webhooks.untrusted import SOURCE_BUCKETS, source_bucket
 
@@ -64,14 +65,10 @@ def write_rejections(
 ) -> None:
     """Add counter rows (upsert: counts add up, the first sample stays) in one transaction."""
     table = webhook_rejections
-    if engine.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
     created = None
     with engine.begin() as conn:
         for row in rows:
-            stmt = insert(table).values(**row)
+            stmt = insert(conn, table).values(**row)
             stmt = stmt.on_conflict_do_update(
                 index_elements=list(_KEY),
                 set_={

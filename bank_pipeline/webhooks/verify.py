@@ -19,6 +19,7 @@ from typing import Any
 from starlette.concurrency import run_in_threadpool
 from truelayer_signing import HttpMethod, extract_jws_header, verify_with_jwks
 
+from bank_pipeline.timestamps import parse_iso
 from bank_pipeline.webhooks.jwks import JwksCache, JwksUnavailable
 from bank_pipeline.webhooks.untrusted import escape
 
@@ -70,7 +71,7 @@ def _describe(exc: BaseException) -> str:
 
 def parse_timestamp(raw: str) -> dt.datetime:
     """An RFC 3339 timestamp with an explicit offset, as a UTC datetime."""
-    value = dt.datetime.fromisoformat(raw.strip())
+    value = parse_iso(raw)
     if value.tzinfo is None:
         raise ValueError("timestamp has no UTC offset")
     return value.astimezone(dt.timezone.utc)

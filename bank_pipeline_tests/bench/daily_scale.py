@@ -22,8 +22,8 @@ from bank_pipeline.orchestration.partitions import (
     group_range_tags,
     sync_account_partitions,
 )
-from bank_pipeline.orchestration.runner import import_job
 from bank_pipeline.orchestration.schedules import daily_run_requests
+from bank_pipeline.runner import import_job
 from bank_pipeline_tests.bench._harness import connected_user, reset_sim_stats, sim_stats
 
 TODAY = dt.date(2026, 11, 20)
@@ -35,7 +35,7 @@ QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
 def _execute(job, instance, requests) -> tuple[float, float]:
     """(wall seconds, seconds spent in the fetch steps) for the runs, one after another."""
-    from bank_pipeline.orchestration.runner import _metadata_by_asset
+    from bank_pipeline.runner import _metadata_by_asset
 
     started = time.perf_counter()
     fetch = 0.0

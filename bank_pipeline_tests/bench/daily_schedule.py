@@ -6,8 +6,8 @@ import datetime as dt
 import time
 
 from bank_pipeline.orchestration.partitions import sync_account_partitions
-from bank_pipeline.orchestration.runner import import_job
 from bank_pipeline.orchestration.schedules import daily_run_requests
+from bank_pipeline.runner import import_job
 from bank_pipeline_tests.bench._harness import connected_user, reset_sim_stats, sim_stats
 
 TODAY = dt.date(2026, 11, 20)

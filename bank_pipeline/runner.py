@@ -17,15 +17,11 @@ from pathlib import Path
 import dagster as dg
 
 from bank_pipeline.config import Settings
-from bank_pipeline.orchestration.assets import transaction_assets
-from bank_pipeline.orchestration.checks import ledger_checks
-from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME, import_transactions
+from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
 from bank_pipeline.orchestration.resources import default_resources
 from bank_pipeline.orchestration.tuning import apply_event_log_defaults
 from bank_pipeline.truelayer.windows import split_windows
-
-apply_event_log_defaults()
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
@@ -40,14 +36,18 @@ def ensure_dagster_home(settings: Settings) -> Path:
 
 
 def import_job(settings: Settings) -> dg.JobDefinition:
-    """The import job bound to resources built from `settings` (e.g. a simulator on another port)."""
-    defs = dg.Definitions(
-        assets=transaction_assets,
-        asset_checks=ledger_checks,
-        jobs=[import_transactions],
+    """The import job of `bank_pipeline.definitions.defs` (its assets, checks and job), with the
+    resources bound to `settings` instead (e.g. a simulator on another port)."""
+    from bank_pipeline.definitions import defs
+
+    apply_event_log_defaults()  # the event-log batching this process's runs write with (tuning.py)
+    return dg.Definitions(
+        assets=defs.assets,
+        asset_checks=defs.asset_checks,
+        jobs=defs.jobs,
+        executor=defs.executor,
         resources=default_resources(settings),
-    )
-    return defs.resolve_job_def(IMPORT_JOB_NAME)
+    ).resolve_job_def(IMPORT_JOB_NAME)
 
 
 @dataclass
