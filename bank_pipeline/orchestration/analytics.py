@@ -51,13 +51,17 @@ REFRESH_WHEN_DAYS_CHANGE = (
 ).with_label("days of this account-month imported since it was last requested, or never computed")
 
 
-# Pairs again after any import, once nothing upstream is still running. Unpartitioned: a pair may
-# span two accounts and any two days.
-PAIR_AFTER_IMPORTS = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("days imported since transfers were last paired")
+def after_imports(label: str) -> dg.AutomationCondition:
+    """Requested after any import, once nothing upstream is still running: for the unpartitioned
+    analytics, whose answers (a pair, a repeat) may span accounts and any days."""
+    return (
+        dg.AutomationCondition.any_deps_updated().since_last_handled()
+        & ~dg.AutomationCondition.any_deps_in_progress()
+        & ~dg.AutomationCondition.in_progress()
+    ).with_label(label)
+
+
+PAIR_AFTER_IMPORTS = after_imports("days imported since transfers were last paired")
 
 
 class TransfersConfig(dg.Config):
@@ -89,12 +93,7 @@ def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, databa
     return dg.MaterializeResult(metadata=metadata)
 
 
-# Detects again after any import, once nothing upstream is still running (like `transfers`).
-DETECT_AFTER_IMPORTS = (
-    dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-).with_label("days imported since recurring payments were last detected")
+DETECT_AFTER_IMPORTS = after_imports("days imported since recurring payments were last detected")
 
 
 class RecurringConfig(dg.Config):
