@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import dagster as dg
+from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from bank_pipeline.config import Settings
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME
@@ -41,13 +42,18 @@ def import_job(settings: Settings) -> dg.JobDefinition:
     from bank_pipeline.definitions import defs
 
     apply_event_log_defaults()  # the event-log batching this process's runs write with (tuning.py)
-    return dg.Definitions(
+    bound = dg.Definitions(
         assets=defs.assets,
         asset_checks=defs.asset_checks,
         jobs=defs.jobs,
         executor=defs.executor,
         resources=default_resources(settings),
-    ).resolve_job_def(IMPORT_JOB_NAME)
+    )
+    # Resolving definitions reads "defs state" from the instance Dagster last made current in this
+    # thread; an instance that was closed or collected since then makes that read fail ("undefined
+    # DagsterInstance weakref"). These definitions keep no defs state, so resolve them with none.
+    with set_defs_state_storage(None):
+        return bound.resolve_job_def(IMPORT_JOB_NAME)
 
 
 @dataclass

@@ -42,3 +42,26 @@ def test_the_runners_import_job_is_the_definitions_job_with_other_resources():
     assert set(job.asset_layer.asset_graph.asset_check_keys) == set(defined.asset_layer.asset_graph.asset_check_keys)
     assert job.executor_def.name == defined.executor_def.name == "in_process"
     assert set(job.resource_defs) >= {"database", "truelayer", "enrichment_model"}
+
+
+def test_the_runner_resolves_its_job_after_the_current_instance_is_gone(tmp_path):
+    """Runs in one process (the CLI, the suite) outlive instances: a stale "current" defs-state
+    storage (its instance closed and collected) once failed the next run's job resolution with
+    "undefined DagsterInstance weakref" part-way through the suite."""
+    import gc
+
+    from dagster._core.storage.defs_state.base import set_defs_state_storage
+
+    from bank_pipeline.config import Settings
+    from bank_pipeline.runner import import_job
+
+    with dg.instance_for_test(temp_dir=str(tmp_path)) as gone:
+        storage = gone.defs_state_storage
+    del gone
+    gc.collect()
+    assert storage is not None
+    with set_defs_state_storage(storage):  # what a leaked `with instance:` leaves behind
+        with pytest.raises(dg.DagsterInvariantViolationError, match="weakref"):
+            dg.Definitions(assets=[dg.AssetSpec("a")]).resolve_asset_graph()
+        job = import_job(Settings.from_env())
+    assert job.name == "import_transactions"
