@@ -6,7 +6,8 @@ location (`_trivial_location`: five trivial assets with the same partitioning, b
 and executor). A simulator user is connected first with the bank's limits on (4 unattended
 calls a day, 100 ms per call); then `launchPartitionBackfill` over GraphQL for the transaction
 assets, and the same partitions for the trivial assets. Printed per case: wall time, runs,
-time to first run, Data API calls, and the ratio project / trivial.
+time to first run, the runs' span (first run started -> last run ended, free of the daemon's
+30 s tick phase), Data API calls, and the ratio project / trivial on wall time and on span.
 
 If connecting does not import the history (so a year cannot land within the bank's limits),
 the bench says so and runs with the limits off (simulator `unattended_limit=None`, app budget
@@ -83,8 +84,9 @@ def _sides() -> list[str]:
 def _describe(label: str, result: BackfillResult, calls: int | None = None) -> str:
     first = f"{result.time_to_first_run:.1f}s" if result.time_to_first_run is not None else "-"
     started = f"{result.time_to_first_start:.1f}s" if result.time_to_first_start is not None else "-"
+    span = f"{result.runs_span:.1f}s" if result.runs_span is not None else "-"
     text = (f"    {label:<8} wall {result.wall_seconds:6.1f}s  runs {len(result.runs):3d} {result.run_statuses}  "
-            f"first run created {first}, started {started}  status {result.status}")
+            f"first run created {first}, started {started}, runs span {span}  status {result.status}")
     if calls is not None:
         text += f"  Data API calls {calls}"
     return text
@@ -145,6 +147,10 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                 print(f"  backfill {case.days} days x {len(keys)} accounts = {len(partition_keys)} partitions, "
                       f"{LATENCY_MS} ms per bank call, bank limits {'ON' if limits else 'OFF'}", flush=True)
                 results = {}
+                # Dagster's backfill daemon looks at backfills every 30 s. Each side is launched just
+                # after a tick (the one that saw the previous backfill finish), so both wait the same
+                # for their first run; a one-partition trivial backfill sets the phase for the first.
+                gql.run_backfill(TRIVIAL_ASSETS, partition_keys[:1], timeout=BACKFILL_TIMEOUT, alive=services.check_alive)
                 for side in _sides():  # the floor first: if time runs out, it is printed already
                     if side == "trivial":
                         results[side] = gql.run_backfill(TRIVIAL_ASSETS, partition_keys, timeout=BACKFILL_TIMEOUT,
@@ -162,7 +168,11 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                               "(target >= 3x)", flush=True)
                 if len(results) == 2:
                     ratio = results["project"].wall_seconds / results["trivial"].wall_seconds
-                    print(f"    ratio project / trivial: {ratio:.2f} (target <= 1.5)", flush=True)
+                    print(f"    ratio project / trivial: {ratio:.2f} on wall time (target <= 1.5)", flush=True)
+                    spans = results["project"].runs_span, results["trivial"].runs_span
+                    if all(spans):
+                        print(f"    ratio project / trivial: {spans[0] / spans[1]:.2f} on runs span "
+                              "(first run started -> last run ended; no daemon tick phase)", flush=True)
                 return True
 
 
