@@ -1,4 +1,5 @@
-"""argparse types that refuse out-of-range values before they reach the database.
+"""argparse types that refuse out-of-range values before they reach the database, and the
+arguments several commands share.
 
 A transaction id beyond BIGINT is a `NumericValueOutOfRange` on PostgreSQL and an `OverflowError`
 on SQLite; a day count beyond `timedelta`'s range is an `OverflowError`. Checked here, each is
