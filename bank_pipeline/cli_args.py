@@ -1,4 +1,5 @@
-"""argparse types that refuse out-of-range values before they reach the database.
+"""argparse types that refuse out-of-range values before they reach the database, and the
+arguments several commands share.
 
 A transaction id beyond BIGINT is a `NumericValueOutOfRange` on PostgreSQL and an `OverflowError`
 on SQLite; a day count beyond `timedelta`'s range is an `OverflowError`. Checked here, each is
@@ -59,3 +60,29 @@ def iso_date(value: str) -> date:
         return date.fromisoformat(value) if len(value) == 10 else date.fromisoformat("invalid")
     except ValueError:
         raise argparse.ArgumentTypeError(f"{_shown(value)} is not a date (YYYY-MM-DD)") from None
+
+
+# The arguments several commands share, declared once so they read and check the same everywhere.
+
+
+def add_date_range(
+    parser: argparse.ArgumentParser, *, required: bool, first: str = "first day", last: str = "last day (inclusive)"
+) -> None:
+    """`--from DATE --to DATE` as `args.date_from` / `args.date_to` (dates, checked by `iso_date`)."""
+    parser.add_argument("--from", dest="date_from", type=iso_date, required=required, metavar="DATE", help=first)
+    parser.add_argument("--to", dest="date_to", type=iso_date, required=required, metavar="DATE", help=last)
+
+
+def add_account_filter(parser: argparse.ArgumentParser, default: str = "all") -> None:
+    """`--account KEY`, repeatable, as `args.accounts` (None: no filter)."""
+    parser.add_argument(
+        "--account", dest="accounts", action="append", metavar="KEY",
+        help=f"account partition key (repeat for several; default: {default})",
+    )  # fmt: skip
+
+
+def add_actions(parser: argparse.ArgumentParser, dest: str = "action") -> argparse._SubParsersAction:
+    """A command's required sub-actions (`transfers list|reject|…`), parsed like the command."""
+    actions = parser.add_subparsers(dest=dest, metavar="ACTION")
+    actions.required = True
+    return actions

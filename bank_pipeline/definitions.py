@@ -23,6 +23,8 @@ defs = dg.Definitions(
     jobs=[import_transactions],
     schedules=[daily_import_schedule],
     sensors=[webhook_events_sensor, account_partitions_sensor, record_failures_sensor, analytics_automation],
+    # From the validated environment; every secret field is EnvVar("its variable") whenever that
+    # variable is set, so the UI shows names, never values (test_definitions.py checks the snapshot).
     resources=default_resources(),
     # Runs launched from the UI (`__ASSET_JOB`) use the same executor as the import job
     # (BANK_PIPELINE_EXECUTOR: in-process by default, or Celery).

@@ -219,7 +219,8 @@ def main_connect(settings, **kwargs):
 
     kwargs.setdefault("simulator_user", "alice")
     kwargs.setdefault("timeout", 30)
-    return connect(settings, open_browser=False, out=lambda _line: None, **kwargs)
+    kwargs.setdefault("out", lambda _line: None)
+    return connect(settings, open_browser=False, **kwargs)
 
 
 def _authorize(settings, tl_sim, states, user="alice"):
@@ -266,20 +267,42 @@ def test_wrong_code_verifier_is_rejected(connect_settings, tl_sim, engine):
     assert wrong not in str(info.value)
 
 
-def _callback_during_connect(settings, params: dict) -> tuple[httpx.Response, BankPipelineError | None]:
-    """Run `connect` waiting for a browser, send it `params` as the redirect over real HTTP;
-    returns the page the browser gets and the error `connect` failed with."""
-    outcome = {}
+def _states(settings) -> set[str]:
+    engine = make_engine(settings.database_url)
+    try:
+        with engine.connect() as conn:
+            return set(conn.execute(sa.select(oauth_states.c.state)).scalars())
+    finally:
+        engine.dispose()
 
-    def run():
+
+def _issued_state(settings, deadline: float, known: set[str]) -> str:
+    """The state the running `connect` stored (what its auth link carries): the one not `known`."""
+    while not (new := _states(settings) - known):
+        assert time.monotonic() < deadline, "connect never issued a state"
+        time.sleep(0.05)
+    (state,) = new
+    return state
+
+
+def _callback_during_connect(settings, params, run=None) -> tuple[httpx.Response, object]:
+    """Run `connect` waiting for a browser (or `run()`, e.g. the CLI), send it the redirect over
+    real HTTP — `params`, or `params(issued_state)` — and return the page the browser gets and
+    what `connect` ended with (its BankPipelineError, or what `run` returned)."""
+    outcome = {}
+    known = _states(settings)
+
+    def connect_waiting_for_a_browser():
         try:
-            main_connect(settings, simulator_user=None, timeout=20)
+            outcome["error"] = run() if run else main_connect(settings, simulator_user=None, timeout=20)
         except BankPipelineError as exc:
             outcome["error"] = exc
 
-    thread = threading.Thread(target=run)
+    thread = threading.Thread(target=connect_waiting_for_a_browser)
     thread.start()
     deadline = time.monotonic() + 15
+    if callable(params):
+        params = params(_issued_state(settings, deadline, known))
     while True:
         try:
             response = httpx.get(settings.redirect_uri, params=params, timeout=2)
@@ -288,6 +311,7 @@ def _callback_during_connect(settings, params: dict) -> tuple[httpx.Response, Ba
             assert time.monotonic() < deadline, "callback server never came up"
             time.sleep(0.05)
     thread.join(30)
+    assert not thread.is_alive()
     return response, outcome.get("error")
 
 
@@ -315,6 +339,70 @@ def test_bank_error_on_the_callback_shows_the_cli_error_on_the_page(connect_sett
     assert "Not connected" in page and f"error: {error}" in page
     assert "<b>" not in response.text  # escaped in the HTML
     assert "Connected" not in page.replace("Not connected", "")
+
+
+def test_a_redirect_without_a_code_is_an_error_page_and_a_failed_connect(connect_settings, tl_sim):
+    response, error = _callback_during_connect(connect_settings, lambda state: {"state": state})
+    assert str(error) == "the bank's redirect carried no authorization code; start again"
+    page = _page_text(response)
+    assert "Not connected" in page and f"error: {error}" in page
+    assert "Connected" not in page.replace("Not connected", "")
+
+
+def test_the_browser_page_says_connected_once_the_connection_is_stored(connect_settings, tl_sim, engine):
+    """The page of a valid redirect waits for `connect` to exchange the code and find the accounts."""
+    from bank_pipeline.simulator.consent import answer_consent
+
+    lines: list[str] = []
+    result = {}
+
+    def run():
+        result["connect"] = main_connect(connect_settings, simulator_user=None, out=lines.append)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    deadline = time.monotonic() + 15
+    while not any(line.startswith(connect_settings.auth_url) for line in lines):
+        assert time.monotonic() < deadline, "connect never printed its auth link"
+        time.sleep(0.05)
+    link = next(line for line in lines if line.startswith(connect_settings.auth_url))
+    page = _page_text(httpx.Response(200, text=answer_consent(link, connect_settings.auth_url, "alice")))
+    thread.join(30)
+    connection_id = result["connect"].connection_id
+    assert "Connected" in page and f"connection {connection_id}" in page and "3 account(s)/card(s)" in page
+    with engine.connect() as conn:  # stored before the page said so
+        assert conn.execute(sa.select(connections.c.status).where(connections.c.id == connection_id)).scalar() == "active"
+
+
+def test_the_cli_fails_with_one_line_on_a_bad_redirect(connect_settings, monkeypatch, capsys):
+    """The CLI waiting for a browser: a forged state and then a missing code each end the command
+    with exit 2 and one `error:` line, while the browser page shows that same error."""
+    _cli_env(monkeypatch, connect_settings)
+
+    def cli():
+        return main(["connect", "--no-browser", "--timeout", "20", "--history-days", "0"])
+
+    for params, expected in (
+        ({"code": "x", "state": "forged"}, "state mismatch"),
+        (lambda state: {"state": state}, "carried no authorization code"),
+    ):
+        response, exit_code = _callback_during_connect(connect_settings, params, run=cli)
+        err = capsys.readouterr().err
+        assert exit_code == 2
+        assert err.startswith("error: ") and expected in err and err.count("\n") == 1 and "Traceback" not in err
+        assert err.strip() in _page_text(response) and "Not connected" in _page_text(response)
+
+
+def test_the_callback_server_listens_on_loopback_only(connect_settings):
+    from bank_pipeline.connections.callback import CallbackServer
+
+    with pytest.raises(BankPipelineError, match="^TRUELAYER_REDIRECT_URI must be a loopback http:// URL"):
+        CallbackServer("http://0.0.0.0:3456/callback")
+    with CallbackServer("http://localhost:0/callback") as server:
+        assert server.redirect_uri.startswith("http://localhost:") and server.redirect_uri.endswith("/callback")
+        assert httpx.get(server.redirect_uri.replace("localhost", "127.0.0.1") + "x", timeout=5).status_code == 404
+        answered = httpx.post(server.redirect_uri.replace("localhost", "127.0.0.1"), content=b"a" * 70_000, timeout=5)
+        assert answered.status_code == 413
 
 
 @pytest.mark.date_sensitive

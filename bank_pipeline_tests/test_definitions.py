@@ -65,3 +65,82 @@ def test_the_runner_resolves_its_job_after_the_current_instance_is_gone(tmp_path
             dg.Definitions(assets=[dg.AssetSpec("a")]).resolve_asset_graph()
         job = import_job(Settings.from_env())
     assert job.name == "import_transactions"
+
+
+# What the code location sends the Dagster UI (the repository snapshot, resource config included)
+# and what a run launched by the runner records in the instance (its job snapshot), in a fresh
+# process that loads `bank_pipeline.definitions` as `dagster` does.
+_SNAPSHOTS = """
+import json
+import dagster as dg
+from dagster._core.remote_representation.external_data import RepositorySnap
+from dagster._serdes import serialize_value
+from bank_pipeline.config import Settings
+from bank_pipeline.definitions import defs
+from bank_pipeline.runner import import_job
+
+fields = {f"{key}.{name}": getattr(defs.resources[key], name)
+          for key, name in (("database", "url"), ("truelayer", "client_secret"),
+                            ("truelayer", "fernet_keys"), ("enrichment_model", "api_key"))}
+resolved = defs.resources["truelayer"].process_config_and_initialize()
+print(json.dumps({
+    "bound": {k: v.env_var_name if isinstance(v, dg.EnvVar) else f"literal {v!r}" for k, v in fields.items()},
+    "resolved_secret": resolved.secret(),
+    "repository": serialize_value(RepositorySnap.from_def(defs.get_repository_def())),
+    "runner_job": serialize_value(import_job(Settings.from_env()).get_job_snapshot()),
+}))
+"""
+
+_SECRETS = {
+    "TRUELAYER_CLIENT_SECRET": "s3cr3t-client-value",
+    "BANK_PIPELINE_FERNET_KEYS": "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy1rZXk=",
+    "ANTHROPIC_API_KEY": "sk-ant-test-value",
+    "BANK_PIPELINE_DATABASE_URL": "postgresql://app:db-password-value@db/bank",
+}
+
+
+def test_the_ui_sees_secrets_only_as_variable_names(tmp_path):
+    """Every secret field of `defs` is `EnvVar(variable)`, never a literal: the repository snapshot
+    the UI displays and the runner's recorded job snapshot carry the names, never the values."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, **_SECRETS, "BANK_PIPELINE_TRUELAYER_ENV": "sandbox", "TRUELAYER_CLIENT_ID": "app-123",
+           "BANK_PIPELINE_HOME": str(tmp_path), "DAGSTER_HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, "-c", _SNAPSHOTS], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    shown = json.loads(done.stdout.strip().splitlines()[-1])
+    assert shown["bound"] == {
+        "database.url": "BANK_PIPELINE_DATABASE_URL",
+        "truelayer.client_secret": "TRUELAYER_CLIENT_SECRET",
+        "truelayer.fernet_keys": "BANK_PIPELINE_FERNET_KEYS",
+        "enrichment_model.api_key": "ANTHROPIC_API_KEY",
+    }
+    assert shown["resolved_secret"] == _SECRETS["TRUELAYER_CLIENT_SECRET"]  # what a run gets
+    for snapshot in ("repository", "runner_job"):
+        for name, value in _SECRETS.items():
+            assert value not in shown[snapshot], f"{name}'s value in the {snapshot} snapshot"
+            assert "db-password-value" not in shown[snapshot]
+        assert "TRUELAYER_CLIENT_SECRET" in shown[snapshot] and "app-123" in shown[snapshot]
+
+
+def test_unset_secrets_fall_back_explicitly(monkeypatch):
+    """No variable, no EnvVar (Dagster would fail the run on an unset one): the simulator gets its
+    public demo secret from the resource itself; sandbox and live fail naming the variable."""
+    from bank_pipeline.config import SIMULATOR_CLIENT_SECRET, ConfigError
+    from bank_pipeline.orchestration.resources import default_resources
+
+    for name in (*_SECRETS, "TRUELAYER_CLIENT_ID", "BANK_PIPELINE_TRUELAYER_ENV"):
+        monkeypatch.delenv(name, raising=False)
+    resources = default_resources()
+    truelayer = resources["truelayer"]
+    assert (truelayer.client_secret, truelayer.fernet_keys, resources["enrichment_model"].api_key) == (None, None, None)
+    assert resources["database"].url.startswith("sqlite:///")  # the embedded default holds no password
+    assert truelayer.secret() == SIMULATOR_CLIENT_SECRET
+
+    monkeypatch.setenv("BANK_PIPELINE_TRUELAYER_ENV", "sandbox")
+    sandbox = default_resources()["truelayer"]
+    with pytest.raises(ConfigError, match="^TRUELAYER_CLIENT_SECRET is not set"):
+        sandbox.secret()

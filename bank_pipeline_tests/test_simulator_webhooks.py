@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import threading
-import time
-
 import httpx
 import pytest
 import truelayer_signing
-import uvicorn
 from starlette.applications import Starlette
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from bank_pipeline.simulator.server import bind_socket
+from bank_pipeline.serving import bind_socket, serve_in_thread, url_of
 
 
 @pytest.fixture
@@ -32,16 +28,9 @@ def receiver():
         return JSONResponse({"ok": True}, status_code=202)
 
     app = Starlette(routes=[Route("/hooks/truelayer", hook, methods=["POST"])])
-    sock = bind_socket("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/hooks/truelayer", received
-    server.should_exit = True
-    thread.join(5)
-    sock.close()
+    sock = bind_socket("127.0.0.1", 0, "the test receiver")
+    with serve_in_thread(app, sock, "test-receiver"):
+        yield f"{url_of(sock)}/hooks/truelayer", received
 
 
 def verify(jwks: dict, delivered: dict) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 
+from bank_pipeline.cli_args import add_actions
 from bank_pipeline.config import Settings
 
 
@@ -32,8 +33,7 @@ def _upgrade(args: argparse.Namespace) -> int:
 
 def register(subparsers) -> None:
     db = subparsers.add_parser("db", help="the application database")
-    actions = db.add_subparsers(dest="db_command", metavar="ACTION")
-    actions.required = True
+    actions = add_actions(db)
     upgrade = actions.add_parser(
         "upgrade", help="migrate the schema to this code's revision (BANK_PIPELINE_DATABASE_URL)"
     )

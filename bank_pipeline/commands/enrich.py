@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 import uuid
 
-from bank_pipeline.cli_args import database_id, iso_date
+from bank_pipeline.cli_args import add_account_filter, add_date_range, database_id
 from bank_pipeline.errors import BankPipelineError
 
 
@@ -30,19 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the enrichment tiers (overrides → rules → cache → model) over booked transactions "
         "of a date range, outside Dagster. Overrides are never changed.",
     )
-    enrich.add_argument(
-        "--from", dest="date_from", type=iso_date, required=True, metavar="DATE", help="first day"
-    )
-    enrich.add_argument(
-        "--to", dest="date_to", type=iso_date, required=True, metavar="DATE", help="last day (inclusive)"
-    )
-    enrich.add_argument(
-        "--account",
-        dest="accounts",
-        action="append",
-        metavar="KEY",
-        help="account key (repeatable; default: all)",
-    )
+    add_date_range(enrich, required=True)
+    add_account_filter(enrich)
     enrich.add_argument(
         "--force", action="store_true", help="re-enrich transactions that already have an enrichment"
     )

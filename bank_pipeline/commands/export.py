@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bank_pipeline.cli_args import iso_date
+from bank_pipeline.cli_args import add_date_range
 from bank_pipeline.errors import BankPipelineError
 
 FORMATS = ("csv", "parquet", "beancount")  # as bank_pipeline.analytics.export.FORMATS (imported late)
@@ -20,10 +20,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "in stable columns (see the README's export table). Without --out, CSV and beancount go to "
         "standard output.",
     )
-    export.add_argument("--from", dest="date_from", type=iso_date, required=True, metavar="DATE", help="first day")
-    export.add_argument(
-        "--to", dest="date_to", type=iso_date, required=True, metavar="DATE", help="last day (inclusive)"
-    )
+    add_date_range(export, required=True)
     export.add_argument("--format", dest="fmt", choices=FORMATS, required=True, help="file format")
     export.add_argument("--out", type=Path, metavar="PATH", help="file to write (replaced atomically)")
     export.set_defaults(func=_export_cmd)

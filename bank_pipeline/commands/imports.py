@@ -5,15 +5,9 @@ import sys
 
 import sqlalchemy as sa
 
+from bank_pipeline.cli_args import add_account_filter, add_actions, add_date_range
 from bank_pipeline.config import Settings
 from bank_pipeline.errors import BankPipelineError
-
-
-def _date(value: str) -> dt.date:
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise BankPipelineError(f"not a date (YYYY-MM-DD): {value!r}") from None
 
 
 def _active_account_keys(settings: Settings, only: list[str] | None) -> list[str]:
@@ -84,9 +78,9 @@ def _import(args) -> int:
     from bank_pipeline.runner import run_imports
 
     settings = Settings.from_env()
-    first, last = _date(args.date_from), _date(args.date_to)
+    first, last = args.date_from, args.date_to
     check_importable(settings, first, last)
-    keys = _active_account_keys(settings, args.account)
+    keys = _active_account_keys(settings, args.accounts)
     tags = {"bank_pipeline/trigger": "cli"}
     if args.refetch:
         tags[FETCH_MODE_TAG] = "refetch"
@@ -108,8 +102,7 @@ def dagster_instance(settings: Settings):
 
 def register(subparsers) -> None:
     partitions = subparsers.add_parser("partitions", help="Dagster account partitions")
-    partitions_sub = partitions.add_subparsers(dest="partitions_command", metavar="ACTION")
-    partitions_sub.required = True
+    partitions_sub = add_actions(partitions)
     sync = partitions_sub.add_parser("sync", help="register every connected account as an `account` partition")
     sync.set_defaults(func=_sync)
     listing = partitions_sub.add_parser("list", help="print the connected accounts' partition keys, one a line")
@@ -118,9 +111,8 @@ def register(subparsers) -> None:
     run = subparsers.add_parser(
         "import", help="import a date range through Dagster (runs of one account and at most one bank window)"
     )
-    run.add_argument("--from", dest="date_from", required=True, help="first day, YYYY-MM-DD")
-    run.add_argument("--to", dest="date_to", required=True, help="last day, YYYY-MM-DD (inclusive)")
-    run.add_argument("--account", action="append", help="account key (repeatable; default: all)")
+    add_date_range(run, required=True)
+    add_account_filter(run)
     run.add_argument(
         "--refetch", action="store_true", help="ask the bank again for days that already landed (spends calls)"
     )

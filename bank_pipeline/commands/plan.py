@@ -7,6 +7,7 @@ import argparse
 from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
+from bank_pipeline.cli_args import add_account_filter, add_date_range, int_between
 from bank_pipeline.config import Settings
 
 
@@ -20,44 +21,27 @@ def _price(value: str) -> Decimal:
     return price
 
 
-def _positive(value: str) -> int:
-    try:
-        number = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {value!r}") from None
-    if number < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {number}")
-    return number
-
-
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "plan",
         help="estimate a backfill: runs, TrueLayer calls vs today's budget, expected transactions, model cost",
         description=__doc__,
     )
-    parser.add_argument("--from", dest="date_from", metavar="DATE", help="first day, YYYY-MM-DD")
-    parser.add_argument("--to", dest="date_to", metavar="DATE", help="last day (inclusive), YYYY-MM-DD")
+    add_date_range(parser, required=False)
     parser.add_argument(
         "--daily",
         action="store_true",
         help="plan the daily import of every active account instead: runs, bank calls, estimated time",
     )
     parser.add_argument(
-        "--accounts-per-run", type=_positive, metavar="N",
+        "--accounts-per-run", type=int_between(1, 100_000, "a number of accounts"), metavar="N",
         help="with --daily: accounts a run covers (default: BANK_PIPELINE_ACCOUNTS_PER_RUN)",
     )  # fmt: skip
     parser.add_argument(
         "--call-seconds", type=float, default=1.0, metavar="S",
         help="with --daily: seconds one bank call takes through TrueLayer (default 1.0)",
     )  # fmt: skip
-    parser.add_argument(
-        "--account",
-        dest="accounts",
-        action="append",
-        metavar="KEY",
-        help="account partition key (repeat for several; default: every active account)",
-    )
+    add_account_filter(parser, default="every active account")
     parser.add_argument(
         "--price-per-call",
         type=_price,

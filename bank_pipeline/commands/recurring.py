@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import argparse
 
-from bank_pipeline.cli_args import database_id
+from bank_pipeline.cli_args import add_actions, database_id
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,8 +16,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "direct debits and standing orders your bank listed when you connected, and weekly, monthly, "
         "quarterly or annual repeats in the ledger. Dismiss one that is not recurring: it stays dismissed.",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
-    actions.required = True
+    actions = add_actions(parser)
     show = actions.add_parser("list", help="the patterns by next expected date (ID, state, cadence, next date and amount)")
     show.add_argument("--all", action="store_true", help="include dismissed patterns")
     show.add_argument("--active", action="store_true", help="leave out the ones that ended")

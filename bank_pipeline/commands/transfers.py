@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from bank_pipeline.cli_args import database_id, int_between, iso_date
+from bank_pipeline.cli_args import add_actions, add_date_range, database_id, int_between
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -17,11 +17,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "enrichment) and labelled `transfers` unless you set a category. Reject a wrong pair (it is "
         "never proposed again) or link two transactions yourself.",
     )
-    actions = parser.add_subparsers(dest="action", metavar="ACTION", parser_class=type(parser))
-    actions.required = True
+    actions = add_actions(parser)
     show = actions.add_parser("list", help="the pairs, by day (ID, days, amount, from → to)")
-    show.add_argument("--from", dest="date_from", type=iso_date, metavar="DATE", help="first sending day")
-    show.add_argument("--to", dest="date_to", type=iso_date, metavar="DATE", help="last sending day")
+    add_date_range(show, required=False, first="first sending day", last="last sending day")
     show.set_defaults(func=_list_cmd)
     reject = actions.add_parser("reject", help="not a transfer: undo the pair and never propose it again")
     reject.add_argument("transfer_id", type=database_id, metavar="ID", help="the pair's id (from `list`)")

@@ -1,6 +1,7 @@
 """A connected bank, one concern per module:
 
-- `oauth`: single-use OAuth state with its PKCE verifier, and the local redirect (callback) server;
+- `oauth`: single-use OAuth state with its PKCE verifier;
+- `callback`: the local server that receives the bank's redirect (Starlette on uvicorn, loopback);
 - `tokens`: the token store — encrypted tokens, refresh with rotation, the data client wiring;
 - `accounts`: account discovery, upserting accounts and cards by a stable identity;
 - `status`: consent warnings and the `bank-pipeline status` text;

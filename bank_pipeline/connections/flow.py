@@ -10,13 +10,15 @@ consent page unattended.
 from __future__ import annotations
 
 import contextlib
+import threading
 import webbrowser
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bank_pipeline.config import Settings
 from bank_pipeline.connections.accounts import discover_accounts
-from bank_pipeline.connections.oauth import CallbackServer, OAuthStates, callback_problem, with_port
+from bank_pipeline.connections.callback import CallbackServer, callback_problem, with_port
+from bank_pipeline.connections.oauth import OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import make_engine
@@ -59,51 +61,55 @@ def connect(
         redirect_uri = settings.redirect_uri
         if redirect_port is not None:
             redirect_uri = with_port(redirect_uri, redirect_port)
-        with CallbackServer(redirect_uri) as server:
-            redirect_uri = server.redirect_uri  # the real port when 0 was asked for
-            started = states.create_state(redirect_uri, providers)
-            server.expected_state = started.state
-            link = build_auth_link(
-                settings.auth_url,
-                settings.client_id,
-                redirect_uri,
-                settings.scopes,
-                started.state,
-                started.code_challenge,
-                providers=providers,
-                response_mode=response_mode,
-            )
-            if simulator_user:
-                out(f"Connecting simulator user {simulator_user!r} unattended…")
-                from bank_pipeline.simulator.consent import answer_consent
-
-                answer_consent(link, settings.auth_url, simulator_user, decision=decision)
-            else:
-                if open_browser:
-                    out("Opening your browser to connect your bank. If it does not open, visit:")
-                    out(link)
-                    webbrowser.open(link)
+        bot: threading.Thread | None = None
+        try:
+            with CallbackServer(redirect_uri) as server:
+                redirect_uri = server.redirect_uri  # the real port when 0 was asked for
+                started = states.create_state(redirect_uri, providers)
+                server.expected_state = started.state
+                link = build_auth_link(
+                    settings.auth_url,
+                    settings.client_id,
+                    redirect_uri,
+                    settings.scopes,
+                    started.state,
+                    started.code_challenge,
+                    providers=providers,
+                    response_mode=response_mode,
+                )
+                if simulator_user:
+                    out(f"Connecting simulator user {simulator_user!r} unattended…")
+                    bot = _consent_bot(server, link, settings.auth_url, simulator_user, decision)
                 else:
-                    out("Open this link in a browser to connect your bank:")
-                    out(link)
-                out(f"Waiting up to {timeout:g}s for the bank to redirect to {redirect_uri} …")
-            callback = server.wait(timeout)
-        problem = callback_problem(callback, started.state)
-        if problem:
-            if callback.get("state") == started.state:
-                with contextlib.suppress(BankPipelineError):
-                    states.consume_state(started.state)  # spent either way; the page showed `problem`
-            raise BankPipelineError(problem)
-        verifier, stored_redirect = states.consume_state(callback.get("state"))
-        tokens = auth.exchange_code(callback["code"], stored_redirect, verifier)
-        with DataClient(settings.data_url, lambda: tokens.access_token, psu_ip=settings.psu_ip) as client:
-            me = client.me()
-            connection_id = store.save_connection(tokens, me)
-            found = discover_accounts(engine, client, connection_id)
-        provider = (me.get("provider") or {}).get("display_name") or (me.get("provider") or {}).get(
-            "provider_id"
-        )
-        out(f"Connected {provider or 'bank'} as connection {connection_id}; {len(found)} account(s)/card(s):")
+                    if open_browser:
+                        out("Opening your browser to connect your bank. If it does not open, visit:")
+                        out(link)
+                        webbrowser.open(link)
+                    else:
+                        out("Open this link in a browser to connect your bank:")
+                        out(link)
+                    out(f"Waiting up to {timeout:g}s for the bank to redirect to {redirect_uri} …")
+                callback = server.wait(timeout)
+                problem = callback_problem(callback, started.state)
+                if problem:
+                    if callback.get("state") == started.state:
+                        with contextlib.suppress(BankPipelineError):
+                            states.consume_state(started.state)  # spent either way; the page showed `problem`
+                    raise BankPipelineError(problem)
+                verifier, stored_redirect = states.consume_state(callback.get("state"))
+                tokens = auth.exchange_code(callback["code"], stored_redirect, verifier)
+                with DataClient(settings.data_url, lambda: tokens.access_token, psu_ip=settings.psu_ip) as client:
+                    me = client.me()
+                    connection_id = store.save_connection(tokens, me)
+                    found = discover_accounts(engine, client, connection_id)
+                provider = me.get("provider") or {}
+                provider = provider.get("display_name") or provider.get("provider_id") or "your bank"
+                server.connected(f"{provider}: {len(found)} account(s)/card(s), connection {connection_id}. "
+                                 "You can close this page.")
+        finally:
+            if bot is not None:
+                bot.join(timeout=30)
+        out(f"Connected {provider} as connection {connection_id}; {len(found)} account(s)/card(s):")
         for account in found:
             out(
                 f"  {account['account_key']}  {account['kind']:<7} {account['display_name'] or '?'} ({account['currency'] or '?'})"
@@ -113,3 +119,21 @@ def connect(
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()
+
+
+def _consent_bot(server: CallbackServer, link: str, auth_url: str, user: str, decision: str) -> threading.Thread:
+    """The simulator's consent answered from another thread, like a browser: its request to the
+    callback waits for the page, which waits for this flow to finish."""
+    from bank_pipeline.simulator.consent import answer_consent
+
+    def run() -> None:
+        try:
+            answer_consent(link, auth_url, user, decision=decision)
+        except BankPipelineError as exc:
+            server.abandon(exc)
+        except Exception as exc:  # noqa: BLE001 — the flow fails with one line, not a thread's traceback
+            server.abandon(BankPipelineError(f"the simulator's consent page failed: {exc}"))
+
+    bot = threading.Thread(target=run, name="simulator-consent", daemon=True)
+    bot.start()
+    return bot

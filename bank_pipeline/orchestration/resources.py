@@ -3,9 +3,11 @@
 The resources are the Dagster side's configuration: every value a step, sensor or schedule tick
 uses is a field here, so the UI's resource view shows what runs use. `default_resources()` fills
 them once from the validated settings (`Settings.from_env()`, which fails with a one-line error
-naming the variable); nothing here reads the environment again. Secrets never appear as literal
-resource config (which the Dagster UI displays): a secret set in the environment is bound as
-`EnvVar("NAME")` (the UI shows the name); unset, it is the simulator's public demo value or None.
+naming the variable). Secrets never appear as literal resource config, which the Dagster UI and the
+instance's job snapshots display: the code location (`defs`) binds each secret field to
+`EnvVar(variable)` whenever the variable is set (Dagster reads it when a run or tick initialises the
+resource; the UI shows the name); unset, the field is empty and the resource falls back explicitly
+(the simulator's public demo client secret, the key file in `home`, no Anthropic key).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import Optional
 import dagster as dg
 from sqlalchemy import Engine
 
-from bank_pipeline.config import Settings
+from bank_pipeline.config import SIMULATOR_CLIENT_SECRET, ConfigError, Settings
 from bank_pipeline.db import make_engine, require_current_schema
 
 _ENGINES: dict[str, Engine] = {}
@@ -51,10 +53,13 @@ class TrueLayerResource(dg.ConfigurableResource):
     """Where TrueLayer is (simulator, sandbox, live or any URL), how hard we may call it, and how
     runs cut their work (read by the fetch step, the sensors and the schedule's ticks)."""
 
+    # simulator | sandbox | live: says which fallbacks apply when a secret's variable is unset.
+    environment: str = "simulator"
     auth_url: str
     data_url: str
-    client_id: str
-    client_secret: str
+    client_id: str = ""
+    # EnvVar("TRUELAYER_CLIENT_SECRET"); unset: the simulator's public demo secret, in the simulator only.
+    client_secret: Optional[str] = None
     psu_ip: Optional[str] = None
     max_window_days: int = 90
     unattended_daily_budget: int = 4
@@ -69,8 +74,17 @@ class TrueLayerResource(dg.ConfigurableResource):
     accounts_per_run: int = 50
     initial_backfill_days: int = 90
     home: str = ".bank_pipeline"
-    # Comma-separated Fernet keys for the stored tokens; unset = the key file in `home`.
+    # EnvVar("BANK_PIPELINE_FERNET_KEYS"): comma-separated Fernet keys for the stored tokens;
+    # unset = the key file in `home`.
     fernet_keys: Optional[str] = None
+
+    def secret(self) -> str:
+        """The client secret, or the simulator's demo one; elsewhere an unset secret is an error."""
+        if self.client_secret:
+            return self.client_secret
+        if self.environment == "simulator":
+            return SIMULATOR_CLIENT_SECRET
+        raise ConfigError(f"TRUELAYER_CLIENT_SECRET is not set (required for the {self.environment} environment)")
 
     def client_for(self, engine: Engine, connection_id: int):
         """A Data API client for one connection, refreshing its tokens as needed."""
@@ -79,7 +93,7 @@ class TrueLayerResource(dg.ConfigurableResource):
         from bank_pipeline.truelayer.auth import AuthClient
 
         keys = tuple(k.strip() for k in (self.fernet_keys or "").split(",") if k.strip())
-        auth = AuthClient(self.auth_url.rstrip("/"), self.client_id, self.client_secret)
+        auth = AuthClient(self.auth_url.rstrip("/"), self.client_id, self.secret())
         store = ConnectionStore(engine, TokenCipher.from_keys(keys, Path(self.home)), auth)
         return open_data_client(engine, self, connection_id, store=store)
 
@@ -90,6 +104,7 @@ class EnrichmentModel(dg.ConfigurableResource):
     provider: str = "offline"
     model: str = "claude-haiku-4-5"
     batch_size: int = 40
+    # EnvVar("ANTHROPIC_API_KEY"); unset: none (the `anthropic` provider then fails naming the variable).
     api_key: Optional[str] = None
     base_url: Optional[str] = None
     # The model queue (enrich/queue.py): descriptions per call, longest waits, Message Batches use.
@@ -107,27 +122,40 @@ class EnrichmentModel(dg.ConfigurableResource):
         return model_for(self.provider, queue=queue, **options)
 
 
-def _secret(name: str, value: str | None, normalise=str.strip):
-    """`EnvVar(name)` when `value` is that variable's (the UI then shows the name, not the value);
-    else the value itself (the simulator's public defaults, or settings built in code for an
-    in-process run, which no UI displays)."""
-    return dg.EnvVar(name) if value and normalise(os.environ.get(name) or "") == value else value
-
-
 def _key_list(raw: str) -> str:
     return ",".join(k.strip() for k in raw.split(",") if k.strip())
 
 
+def _from_environment(name: str, value: str | None):
+    """The code location's rule: the variable is the source, so bind it whenever it is set."""
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else value
+
+
+def _from_settings(name: str, value: str | None):
+    """The runner's rule (settings built in code): a value that is the variable's is still bound as
+    `EnvVar(name)`, since the runs it launches are recorded in the instance with their resource
+    config; only values given in code (tests' keys) stay literal."""
+    normalise = _key_list if name == "BANK_PIPELINE_FERNET_KEYS" else str.strip
+    return dg.EnvVar(name) if value and normalise(os.environ.get(name) or "") == value else value
+
+
 def default_resources(settings: Settings | None = None) -> dict[str, dg.ConfigurableResource]:
-    """The resources, filled from `settings` (default: the validated environment)."""
+    """The resources: with no `settings`, the code location's, from the validated environment
+    (secrets as `EnvVar` whenever set); with `settings` (the runner), filled from those."""
+    secret = _from_settings if settings else _from_environment
     settings = settings or Settings.from_env()
+    # The simulator's demo secret is public and the resource's own fallback: never bound as config.
+    client_secret = settings.client_secret
+    if settings.truelayer_env == "simulator" and client_secret == SIMULATOR_CLIENT_SECRET:
+        client_secret = None
     return {
-        "database": AppDatabase(url=_secret("BANK_PIPELINE_DATABASE_URL", settings.database_url)),
+        "database": AppDatabase(url=secret("BANK_PIPELINE_DATABASE_URL", settings.database_url)),
         "truelayer": TrueLayerResource(
+            environment=settings.truelayer_env,
             auth_url=settings.auth_url,
             data_url=settings.data_url,
-            client_id=_secret("TRUELAYER_CLIENT_ID", settings.client_id) or "",
-            client_secret=_secret("TRUELAYER_CLIENT_SECRET", settings.client_secret) or "",
+            client_id=settings.client_id or "",
+            client_secret=secret("TRUELAYER_CLIENT_SECRET", client_secret),
             psu_ip=settings.psu_ip,
             max_window_days=settings.max_window_days,
             unattended_daily_budget=settings.unattended_daily_budget,
@@ -138,13 +166,13 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             accounts_per_run=settings.accounts_per_run,
             initial_backfill_days=settings.initial_backfill_days,
             home=str(settings.home),
-            fernet_keys=_secret("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None, _key_list),
+            fernet_keys=secret("BANK_PIPELINE_FERNET_KEYS", ",".join(settings.fernet_keys) or None),
         ),
         "enrichment_model": EnrichmentModel(
             provider=settings.enricher,
             model=settings.anthropic_model,
             batch_size=settings.enrich_batch_size,
-            api_key=_secret("ANTHROPIC_API_KEY", settings.anthropic_api_key),
+            api_key=secret("ANTHROPIC_API_KEY", settings.anthropic_api_key),
             base_url=settings.anthropic_base_url,
             queue_batch=settings.enrich_queue_batch,
             queue_delay_hours=settings.enrich_queue_delay_hours,

@@ -38,9 +38,9 @@ def _parse_form(page: str) -> tuple[str, dict[str, str]]:
 
 def answer_consent(
     link: str, auth_url: str, user: str, *, decision: str = "allow", timeout: float = 30
-) -> None:
+) -> str:
     """Answer the simulator's consent page like a user would: GET the link, POST /consent, follow the
-    redirect to the local callback server over real HTTP."""
+    redirect to the local callback server over real HTTP; returns the page the browser ends on."""
     params = dict(httpx.URL(link).params.multi_items())
     with httpx.Client(timeout=timeout, follow_redirects=False) as http:
         page = http.get(link)
@@ -60,3 +60,4 @@ def answer_consent(
             )
         if response.status_code != 200:
             raise BankPipelineError(f"the local callback server answered HTTP {response.status_code}")
+        return response.text
