@@ -89,7 +89,7 @@ class EnrichmentModel(dg.ConfigurableResource):
 
     provider: str = "offline"
     model: str = "claude-haiku-4-5"
-    batch_size: int = 40
+    batch_size: int = 50
     api_key: Optional[str] = None
     base_url: Optional[str] = None
     # The model queue (enrich/queue.py): descriptions per call, longest waits, Message Batches use.
