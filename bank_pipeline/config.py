@@ -187,7 +187,7 @@ class Settings:
             anthropic_model=_env("BANK_PIPELINE_ANTHROPIC_MODEL", "claude-haiku-4-5"),
             anthropic_api_key=_env("ANTHROPIC_API_KEY"),
             anthropic_base_url=_env("ANTHROPIC_BASE_URL"),
-            enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 40),
+            enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 50),
             schedule_cron=_env("BANK_PIPELINE_SCHEDULE_CRON", "0 6 * * *"),
             initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
             backfill_reserve=_int("BANK_PIPELINE_BACKFILL_RESERVE", 2),

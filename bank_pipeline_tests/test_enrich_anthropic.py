@@ -178,3 +178,55 @@ def test_build_model_from_settings(fake_anthropic, monkeypatch):
         build_model(dataclasses.replace(configured, anthropic_api_key=None))
     with pytest.raises(BankPipelineError, match="must be 'offline' or 'anthropic'"):
         build_model(dataclasses.replace(base, enricher="gpt"))
+
+
+def test_calls_are_split_evenly():
+    from bank_pipeline.enrich.anthropic_model import split_evenly
+
+    assert [len(p) for p in split_evenly(list(range(51)), 50)] == [26, 25]
+    assert [len(p) for p in split_evenly(list(range(100)), 50)] == [50, 50]
+    assert [len(p) for p in split_evenly(list(range(7)), 50)] == [7]
+    assert split_evenly([], 50) == []
+    assert [x for p in split_evenly(list(range(123)), 40) for x in p] == list(range(123))
+
+
+def test_a_full_call_of_long_descriptions_fits_its_max_tokens(fake_anthropic, anthropic_model_factory):
+    # Answers that echo a 120-character description as the merchant: longer than real ones.
+    fake_anthropic.answer = lambda txn, labels: {
+        "category": "shopping",
+        "subcategory": "general",
+        "merchant": txn["description"],
+        "merchant_type": "general_merchandise_retailer",
+        "essential": False,
+        "payment_method": "card",
+        "confidence": 0.87,
+    }
+    txns = [TxnInput(1000 + i, f"CARD PAYMENT TO {'LONG MERCHANT NAME ' * 5} {i:05d}", Decimal("-3"), "debit")
+            for i in range(50)]  # fmt: skip
+    ledger = Ledger(None, None)
+    results = anthropic_model_factory(batch_size=50).enrich(txns, ledger=ledger)
+    assert fake_anthropic.responses == 1 and ledger.totals.calls == 1
+    assert all(results[t.id].provider == "anthropic" for t in txns)
+    assert ledger.totals.output_tokens < fake_anthropic.message_requests[0]["max_tokens"]
+
+
+def test_a_response_cut_at_max_tokens_is_asked_again(
+    fake_anthropic, anthropic_model_factory, monkeypatch, caplog
+):
+    from bank_pipeline.enrich import anthropic_model
+
+    monkeypatch.setattr(anthropic_model, "OUTPUT_TOKENS_PER_ANSWER", 10)  # too small: answers are cut
+    with caplog.at_level(logging.WARNING):
+        results = anthropic_model_factory(batch_size=20).enrich(_txns(20), ledger=Ledger(None, None))
+    assert len(results) == 20 and "response truncated (max_tokens)" in caplog.text
+    assert all(r.provider == "anthropic" for r in results.values())
+    assert len(fake_anthropic.message_requests) > 1  # the cut-off ids were asked again
+
+
+def test_batch_size_must_fit_the_output_limit(fake_anthropic):
+    from bank_pipeline.enrich.anthropic_model import MAX_BATCH_SIZE
+
+    for bad in (0, MAX_BATCH_SIZE + 1):
+        with pytest.raises(BankPipelineError, match="BANK_PIPELINE_ENRICH_BATCH_SIZE must be 1 to"):
+            AnthropicModel(api_key=FAKE_API_KEY, model="claude-haiku-4-5", base_url=fake_anthropic.base_url,
+                           batch_size=bad)  # fmt: skip

@@ -33,6 +33,13 @@ log = logging.getLogger(__name__)
 TOOL_NAME = "record_enrichments"
 BATCH_PROVIDER = "anthropic-batch"  # llm_calls.provider of answers from the Message Batches API
 _RETRYABLE_STATUS = {408, 409, 429, 500, 502, 503, 504, 529}
+# Output budget per answer: an item is about 45 tokens (measured against the fake, 4 characters a
+# token; pricing.TYPICAL_OUTPUT_TOKENS_PER_TXN), so 150 leaves room for long merchant names.
+OUTPUT_TOKENS_PER_ANSWER = 150
+OUTPUT_TOKENS_BASE = 400
+MAX_OUTPUT_TOKENS = 64000  # Claude Haiku 4.5's (and Sonnet 4.5's) output limit
+# The largest call whose answers fit that limit at OUTPUT_TOKENS_PER_ANSWER each.
+MAX_BATCH_SIZE = (MAX_OUTPUT_TOKENS - OUTPUT_TOKENS_BASE) // OUTPUT_TOKENS_PER_ANSWER
 
 _INSTRUCTIONS = """You categorise UK personal bank transactions for a budgeting ledger.
 
@@ -71,6 +78,21 @@ def _retry_after(exc: BaseException) -> float | None:
     return milliseconds / 1000 if milliseconds is not None else parse_retry_after(headers.get("retry-after"))
 
 
+def split_evenly(items: Sequence, cap: int) -> list[Sequence]:
+    """The fewest parts of at most `cap` items, their sizes within one of each other (51 items at
+    50 a call: 26 + 25, not 50 + 1)."""
+    if not items:
+        return []
+    parts = -(-len(items) // cap)
+    size, extra = divmod(len(items), parts)
+    out, start = [], 0
+    for n in range(parts):
+        end = start + size + (n < extra)
+        out.append(items[start:end])
+        start = end
+    return out
+
+
 def _category_listing(categories: dict[str, Category]) -> str:
     lines = []
     for name, cat in categories.items():
@@ -89,7 +111,7 @@ class AnthropicModel:
         api_key: str | None,
         model: str,
         base_url: str | None = None,
-        batch_size: int = 40,
+        batch_size: int = 50,
         categories: dict[str, Category] | None = None,
         fallback: OfflineModel | None = None,
         max_attempts: int = 4,
@@ -102,8 +124,19 @@ class AnthropicModel:
             raise BankPipelineError(
                 "ANTHROPIC_API_KEY is not set: set it, or use the offline enricher (BANK_PIPELINE_ENRICHER=offline)"
             )
-        if batch_size < 1:
-            raise BankPipelineError(f"BANK_PIPELINE_ENRICH_BATCH_SIZE must be at least 1, got {batch_size}")
+        if not 1 <= batch_size <= MAX_BATCH_SIZE:
+            raise BankPipelineError(
+                f"BANK_PIPELINE_ENRICH_BATCH_SIZE must be 1 to {MAX_BATCH_SIZE} (the answers must fit the "
+                f"model's {MAX_OUTPUT_TOKENS} output tokens), got {batch_size}"
+            )
+        if queue is not None and batch_size < 2 * queue.batch - 1:
+            log.warning(
+                "BANK_PIPELINE_ENRICH_BATCH_SIZE %d is under twice the queue batch %d less one: a send "
+                "of the queue can make more than one call per %d descriptions",
+                batch_size,
+                queue.batch,
+                queue.batch,
+            )
         self.name = model
         self.batch_size = batch_size
         # A QueuePolicy: answer misses provisionally and call when a batch is full (service.py).
@@ -162,8 +195,8 @@ class AnthropicModel:
         results: dict[int, Enrichment] = {}
         missing: list[TxnInput] = []
         failed: list[TxnInput] = []  # the call itself failed after retries: no second round
-        for start in range(0, len(items), self.batch_size):
-            got, lost, call_failed = self._batch(items[start : start + self.batch_size], ledger)
+        for part in split_evenly(items, self.batch_size):
+            got, lost, call_failed = self._batch(part, ledger)
             results.update(got)
             (failed if call_failed else missing).extend(lost)
         still: list[TxnInput] = list(failed)
@@ -237,7 +270,7 @@ class AnthropicModel:
         }
         return {
             "model": self.name,
-            "max_tokens": min(64000, 400 + 150 * len(batch)),
+            "max_tokens": min(MAX_OUTPUT_TOKENS, OUTPUT_TOKENS_BASE + OUTPUT_TOKENS_PER_ANSWER * len(batch)),
             "system": self.system,
             "tools": self.tools,
             "tool_choice": {"type": "tool", "name": TOOL_NAME},
@@ -302,13 +335,13 @@ class AnthropicModel:
     # --- Message Batches (half price, answers within 24 hours) -------------------------------
 
     def submit_batch(self, items: Sequence[TxnInput]) -> str:
-        """Submit the items as one Message Batch (one request per `batch_size` items); → its id.
+        """Submit the items as one Message Batch (requests of up to `batch_size` items); → its id.
 
         Request shape as documented: {"requests": [{"custom_id", "params"}]}; the answers are
         matched back by transaction id when the batch has ended (`collect_batch`)."""
         requests = [
-            {"custom_id": f"part-{n}", "params": self.request_params(items[start : start + self.batch_size])}
-            for n, start in enumerate(range(0, len(items), self.batch_size))
+            {"custom_id": f"part-{n}", "params": self.request_params(part)}
+            for n, part in enumerate(split_evenly(items, self.batch_size))
         ]
         try:
             batch = self.client.messages.batches.create(requests=requests)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine, func, select
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import llm_calls
@@ -100,3 +100,11 @@ class Ledger:
                     )
                 )
         return cost
+
+
+def spare_descriptions(conn: Connection, model: str, batch: int) -> int:
+    """Descriptions this model's calls have carried beyond `batch` a call, over every call recorded
+    (negative: fewer). The model queue spends them on calls smaller than a batch (queue.due)."""
+    query = select(func.coalesce(func.sum(llm_calls.c.batch_size), 0), func.count())
+    carried, calls = conn.execute(query.where(llm_calls.c.model == model)).one()
+    return int(carried) - batch * int(calls)

@@ -3,8 +3,18 @@ a full batch has gathered or the oldest has waited long enough.
 
 A daily run sees a handful of new descriptions; calling the model for each handful pays the
 instructions (the prompt prefix) every day for a few answers. Queued, the same descriptions share
-one call per `batch` of them, whatever the run shape; the provisional answers are shown meanwhile
-and replaced when the model answers (never over an override: `service._write` guards that).
+calls whatever the run shape: the queue goes when `batch` of them are waiting, and then all of
+them go together, in calls of up to the model's batch size (BANK_PIPELINE_ENRICH_BATCH_SIZE, 50:
+at least twice `batch` less one, so every call of a full send carries at least `batch` on average,
+where calls capped at `batch` would leave a remainder for a call of its own). The provisional
+answers are shown meanwhile and replaced when the model answers (never over an override:
+`service._write` guards that).
+
+Cost: every call carries at least `batch` descriptions on average, whatever the run shape. A send
+smaller than a batch is a call that costs more than its share, so a confident answer's longest
+wait (`max_delay`) is honoured only when earlier calls carried enough spare descriptions to pay
+for it (ledger.spare_descriptions); otherwise it waits for its batch. An unsure answer's `delay`
+is always honoured: an "unknown" is worth a call of its own after a day.
 """
 
 from __future__ import annotations
@@ -23,11 +33,12 @@ from bank_pipeline.enrich._db import chunks, insert_ignore
 class QueuePolicy:
     """When queued transactions go to the model.
 
-    batch: distinct descriptions per model call; a call is made as soon as this many are queued.
+    batch: distinct descriptions that make the queue go: as soon as this many are queued, the model
+    is called with everything queued (a call carries up to the model's batch size).
     delay: the longest a description the offline tiers were unsure of (provisional confidence below
     `unsure_below`, e.g. "unknown") waits for its batch to fill; then the queue is sent anyway.
-    max_delay: the longest any queued description waits (a confident provisional answer is
-    already useful, so it may wait longer for a full batch).
+    max_delay: the longest a confident provisional answer waits for its batch, when the calls so
+    far can pay for a smaller one (it is already useful, so it may wait longer).
     batch_api_min: send through the Message Batches API (half price, answer within a day) when at
     least this many descriptions go at once; 0 = never (the user has not allowed the delay).
     """
@@ -105,22 +116,21 @@ def counts(conn: Connection) -> dict[str, int]:
     return {"queued": total, "in_message_batches": submitted}
 
 
-def due(groups: list[tuple[datetime, bool]], policy: QueuePolicy, now: datetime) -> list[int]:
-    """Which of these groups (oldest first: (queued at, unsure)) to send now, by index.
+def due(groups: list[tuple[datetime, bool]], policy: QueuePolicy, now: datetime, *, spare: int) -> bool:
+    """Whether the queue (groups of one description: (queued at, unsure)) goes to the model now.
 
-    Whole batches, oldest first; when an unsure one has waited `delay`, those too, with the batch
-    they start filled up from the oldest others; everything once the oldest has waited `max_delay`.
+    It goes whole (what is queued rides along in the same calls instead of waiting to make a call
+    of its own): when `batch` are waiting; when an unsure one has waited `delay`; when the oldest
+    has waited `max_delay` and `spare` (descriptions earlier calls carried beyond a batch each)
+    pays for a call this short of a batch.
     """
     if not groups:
-        return []
-    if groups[0][0] <= now - policy.max_delay:
-        return list(range(len(groups)))
-    late = [i for i, (at, unsure) in enumerate(groups) if unsure and at <= now - policy.delay]
-    size = len(groups) // policy.batch * policy.batch
-    if late:
-        size = max(size, -(-len(late) // policy.batch) * policy.batch)
-    chosen = late + [i for i in range(len(groups)) if i not in set(late)]
-    return sorted(chosen[: min(size, len(groups))])
+        return False
+    return (
+        len(groups) >= policy.batch
+        or any(unsure and at <= now - policy.delay for at, unsure in groups)
+        or (min(at for at, _ in groups) <= now - policy.max_delay and spare + len(groups) >= policy.batch)
+    )
 
 
 def _aware(value: datetime) -> datetime:

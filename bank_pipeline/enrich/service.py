@@ -7,8 +7,8 @@ of the run's partitions, and each distinct normalised description is asked about
 
 With a queue policy (the Anthropic model's default, see queue.py) the run does not wait for the
 model: misses are answered at once by the offline model (flagged "provisional") and queued; the
-model is called when a batch is full or the oldest has waited the delay, and its answers replace
-the provisional ones.
+model is called with the whole queue when a batch has gathered or the oldest has waited the
+delay, and its answers replace the provisional ones.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from bank_pipeline.db.schema import category_overrides, enrichments, transaction
 from bank_pipeline.enrich import cache as cache_store
 from bank_pipeline.enrich import queue as model_queue
 from bank_pipeline.enrich._db import chunks, upsert
-from bank_pipeline.enrich.ledger import Ledger
+from bank_pipeline.enrich.ledger import Ledger, spare_descriptions
 from bank_pipeline.enrich.normalise import cache_key, clean_text, normalise_description
 from bank_pipeline.enrich.offline import OfflineModel
 from bank_pipeline.enrich.payment import detect_payment_method
@@ -506,10 +506,11 @@ def _flush_queue(
         first.setdefault(key, q.queued_at)
         unsure[key] |= confidence.get(q.transaction_id, 0.0) < policy.unsure_below
     order = sorted(groups, key=lambda k: (first[k], k))
-    send = [order[i] for i in model_queue.due([(first[k], unsure[k]) for k in order], policy, now)]
-    if not send:
+    with engine.connect() as conn:
+        spare = spare_descriptions(conn, model.name, policy.batch)
+    if not model_queue.due([(first[k], unsure[k]) for k in order], policy, now, spare=spare):
         return
-    chosen = {k: groups[k] for k in send}
+    chosen = {k: groups[k] for k in order}  # all of it: see queue.py
     reps = [members[0] for members in chosen.values()]
     if policy.batch_api_min and len(reps) >= policy.batch_api_min and hasattr(model, "submit_batch"):
         batch_id = model.submit_batch(reps)

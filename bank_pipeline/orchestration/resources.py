@@ -103,7 +103,7 @@ class EnrichmentModel(dg.ConfigurableResource):
 
     provider: str = "offline"
     model: str = "claude-haiku-4-5"
-    batch_size: int = 40
+    batch_size: int = 50
     # EnvVar("ANTHROPIC_API_KEY"); unset: none (the `anthropic` provider then fails naming the variable).
     api_key: Optional[str] = None
     base_url: Optional[str] = None

@@ -6,6 +6,8 @@ one item per transaction id found in the user message (by default: a plausible c
 from the tool's enum), and a `usage` computed deterministically from the request size (about
 four characters a token; the system prompt + tools count as a cache write the first time a
 prefix is seen and as a cache read afterwards, when marked `cache_control` and long enough).
+`max_tokens` binds as it does on the real API: an answer that would need more output tokens is
+cut there (the last items are lost) and says `stop_reason: "max_tokens"`.
 
 Scriptable: `fail_next(k, status)` answers the next k requests with 429/529/500…;
 `script(*behaviours)` alters the next successful responses one each: "shuffle", "reverse",
@@ -13,9 +15,12 @@ Scriptable: `fail_next(k, status)` answers the next k requests with 429/529/500�
 "no_tool". Everything received is kept in `requests`; `usage_totals` sums what was reported.
 
 Message Batches (`POST /v1/messages/batches`, `GET /v1/messages/batches/{id}` and its
-`/results` JSONL), shaped as Anthropic documents them: each request `{"custom_id", "params"}` is
-answered like a Messages call; a batch reports `in_progress` for `batch_polls` retrievals (default
-0: ended at the first), then `ended` with a `results_url`. Created batches are kept in `batches`.
+`/results` JSONL), shaped as Anthropic documents them: 1 to 100,000 requests `{"custom_id",
+"params"}`, each custom_id unique and matching `^[a-zA-Z0-9_-]{1,64}$`, each answered like a
+Messages call; a batch reports `in_progress` for `batch_polls` retrievals (default 0: ended at the
+first), then `ended` with a `results_url`. Results come in no promised order (the fake gives them
+last first); `batch_outcomes` scripts the next requests' result types ("errored", "expired",
+"canceled"; default "succeeded"). Created batches are kept in `batches`.
 """
 
 from __future__ import annotations
@@ -24,11 +29,14 @@ import datetime
 import hashlib
 import json
 import math
+import re
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+_CUSTOM_ID = re.compile(r"[a-zA-Z0-9_-]{1,64}")
+MAX_BATCH_REQUESTS = 100_000
 _ERRORS = {
     400: "invalid_request_error",
     401: "authentication_error",
@@ -91,6 +99,7 @@ class FakeAnthropic:
         }
         self.batches: dict[str, dict] = {}
         self.batch_polls = 0
+        self.batch_outcomes: list[str] = []  # result types for the next batch requests, in order
         self._failures: list[int] = []
         self._script: list = []
         self._prefixes: set[str] = set()
@@ -227,8 +236,8 @@ class FakeAnthropic:
                 "processing": 0 if done else n,
                 "succeeded": batch["succeeded"] if done else 0,
                 "errored": batch["errored"] if done else 0,
-                "canceled": 0,
-                "expired": 0,
+                "canceled": batch.get("canceled", 0) if done else 0,
+                "expired": batch.get("expired", 0) if done else 0,
             },
             "created_at": batch["created_at"],
             "ended_at": batch["created_at"] if done else None,
@@ -244,9 +253,14 @@ class FakeAnthropic:
         requests = request.get("requests")
         if not isinstance(requests, list) or not requests:
             return self._error(400, "requests: Field required (a non-empty list)")
+        if len(requests) > MAX_BATCH_REQUESTS:
+            return self._error(400, f"requests: at most {MAX_BATCH_REQUESTS} items")
         ids = [r.get("custom_id") if isinstance(r, dict) else None for r in requests]
-        if any(not isinstance(i, str) or not i for i in ids) or len(set(ids)) != len(ids):
-            return self._error(400, "requests: every custom_id must be a unique non-empty string")
+        valid = all(isinstance(i, str) and _CUSTOM_ID.fullmatch(i) for i in ids)
+        if not valid or len(set(ids)) != len(ids):
+            return self._error(
+                400, "requests: every custom_id must be unique and match ^[a-zA-Z0-9_-]{1,64}$"
+            )
         for r in requests:
             params = r.get("params")
             if not isinstance(params, dict) or any(
@@ -306,6 +320,15 @@ class FakeAnthropic:
         try:
             lines = []
             for r in batch["requests"]:
+                with self._lock:
+                    outcome = self.batch_outcomes.pop(0) if self.batch_outcomes else "succeeded"
+                if outcome in ("expired", "canceled"):
+                    lines.append({"custom_id": r["custom_id"], "result": {"type": outcome}})
+                    continue
+                if outcome == "errored":
+                    _, body, _ = self._error(500, "scripted batch request failure")
+                    lines.append({"custom_id": r["custom_id"], "result": {"type": "errored", "error": body}})
+                    continue
                 status, body, _ = self._message(r["params"], count=False)
                 if status == 200:
                     lines.append(
@@ -315,9 +338,10 @@ class FakeAnthropic:
                     lines.append({"custom_id": r["custom_id"], "result": {"type": "errored", "error": body}})
         finally:
             self._lock.acquire()
-        batch["results"] = lines
-        batch["succeeded"] = sum(line["result"]["type"] == "succeeded" for line in lines)
-        batch["errored"] = len(lines) - batch["succeeded"]
+        batch["results"] = lines[::-1]  # in no promised order: here, last first
+        kinds = [line["result"]["type"] for line in lines]
+        batch["succeeded"], batch["errored"] = kinds.count("succeeded"), kinds.count("errored")
+        batch["expired"], batch["canceled"] = kinds.count("expired"), kinds.count("canceled")
         batch["ended"] = True
 
     # --- Messages ------------------------------------------------------------------------------
@@ -334,14 +358,7 @@ class FakeAnthropic:
         transactions = self._transactions(request)
         items = [{"id": t.get("id"), **self.answer(t, labels)} for t in transactions]
         items, no_tool = self._apply(behaviour, items)
-        content: list[dict] = []
-        tool_input = {"items": items}
-        if no_tool:
-            content.append({"type": "text", "text": "I cannot help with that."})
-        else:
-            content.append(
-                {"type": "tool_use", "id": "toolu_fake", "name": tool.get("name"), "input": tool_input}
-            )
+        content, truncated = self._content(items, no_tool, tool.get("name"), request["max_tokens"])
         usage = self._usage(request, content)
         with self._lock:
             self.responses += count
@@ -353,11 +370,23 @@ class FakeAnthropic:
             "role": "assistant",
             "model": request["model"],
             "content": content,
-            "stop_reason": "end_turn" if no_tool else "tool_use",
+            "stop_reason": "max_tokens" if truncated else "end_turn" if no_tool else "tool_use",
             "stop_sequence": None,
             "usage": usage,
         }
         return 200, body, {}
+
+    @staticmethod
+    def _content(items: list[dict], no_tool: bool, name, max_tokens) -> tuple[list[dict], bool]:
+        """The response's content blocks, cut to `max_tokens` output tokens (→ whether it was cut)."""
+        if no_tool:
+            return [{"type": "text", "text": "I cannot help with that."}], False
+        limit = max_tokens if isinstance(max_tokens, int) else 0
+        kept = list(items)
+        while kept and _tokens([{"items": kept}]) + 5 > limit:  # as `_usage` counts output
+            kept.pop()
+        block = {"type": "tool_use", "id": "toolu_fake", "name": name, "input": {"items": kept}}
+        return [block], len(kept) < len(items)
 
     @staticmethod
     def _transactions(request: dict) -> list[dict]:
