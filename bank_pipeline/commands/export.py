@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bank_pipeline.cli_args import add_date_range
+from bank_pipeline.commands import configured_database
 from bank_pipeline.errors import BankPipelineError
 
 FORMATS = ("csv", "parquet", "beancount")  # as bank_pipeline.analytics.export.FORMATS (imported late)
@@ -28,8 +29,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _export_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.export import check_destination, export_ledger
-    from bank_pipeline.config import Settings
-    from bank_pipeline.db import open_database
 
     if args.date_to < args.date_from:
         raise BankPipelineError(f"--to {args.date_to} is before --from {args.date_from}")
@@ -37,8 +36,8 @@ def _export_cmd(args: argparse.Namespace) -> int:
         check_destination(args.out)
     elif args.fmt == "parquet" and sys.stdout.isatty():
         raise BankPipelineError("Parquet is binary: name a file with --out PATH (or redirect standard output)")
-    engine = open_database(Settings.from_env().database_url)
-    rows, data = export_ledger(engine, args.date_from, args.date_to, args.fmt, args.out)
+    with configured_database() as engine:
+        rows, data = export_ledger(engine, args.date_from, args.date_to, args.fmt, args.out)
     if data is None:
         print(f"exported {rows} transaction(s) from {args.date_from} to {args.date_to} to {args.out}")
         return 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 
 from bank_pipeline.cli_args import add_actions, database_id
+from bank_pipeline.commands import configured_database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,21 +29,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     detect.set_defaults(func=_detect_cmd)
 
 
-def _engine():
-    from bank_pipeline.config import Settings
-    from bank_pipeline.db import open_database
-
-    return open_database(Settings.from_env().database_url)
-
-
 def _list_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.recurring import list_recurring
 
-    engine = _engine()
-    try:
+    with configured_database() as engine:
         rows = list_recurring(engine, include_dismissed=args.all, include_ended=not args.active)
-    finally:
-        engine.dispose()
     if not rows:
         print("no recurring payments found (run an import, or `bank-pipeline recurring detect`)")
         return 0
@@ -60,11 +51,8 @@ def _list_cmd(args: argparse.Namespace) -> int:
 def _dismiss_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.recurring import dismiss_recurring
 
-    engine = _engine()
-    try:
+    with configured_database() as engine:
         payee = dismiss_recurring(engine, args.pattern_id)
-    finally:
-        engine.dispose()
     print(f"recurring payment {args.pattern_id} ({payee}) dismissed: it stays hidden after later runs")
     return 0
 
@@ -72,11 +60,8 @@ def _dismiss_cmd(args: argparse.Namespace) -> int:
 def _detect_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.recurring import update_recurring
 
-    engine = _engine()
-    try:
+    with configured_database() as engine:
         stats = update_recurring(engine, run_id="cli")
-    finally:
-        engine.dispose()
     meta = stats.as_metadata()
     print(
         f"{meta['patterns']} recurring payment(s) ({meta['source_direct_debit']} direct debits, "

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from bank_pipeline.cli_args import int_between
+from bank_pipeline.commands import configured_database
 from bank_pipeline.errors import BankPipelineError
 
 
@@ -41,15 +42,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    with configured_database() as engine:
+        return _report(args, engine)
+
+
+def _report(args: argparse.Namespace, engine) -> int:
     import sqlalchemy as sa
 
     from bank_pipeline.analytics import monthly
     from bank_pipeline.analytics.report import html_page, text_table
-    from bank_pipeline.config import Settings
-    from bank_pipeline.db import open_database
     from bank_pipeline.db.schema import accounts
 
-    engine = open_database(Settings.from_env().database_url)
     month = args.month
     months = [month]
     while len(months) < max(args.months, 2):  # the previous month too, for the change column

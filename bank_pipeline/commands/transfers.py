@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from bank_pipeline.cli_args import add_actions, add_date_range, database_id, int_between
+from bank_pipeline.commands import configured_database
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -38,18 +39,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     match.set_defaults(func=_match_cmd)
 
 
-def _engine():
-    from bank_pipeline.config import Settings
-    from bank_pipeline.db import open_database
-
-    engine = open_database(Settings.from_env().database_url)
-    return engine
-
-
 def _list_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.transfers import list_transfers
 
-    rows = list_transfers(_engine(), args.date_from, args.date_to)
+    with configured_database() as engine:
+        rows = list_transfers(engine, args.date_from, args.date_to)
     if not rows:
         print("no transfers between your own accounts")
         return 0
@@ -65,7 +59,8 @@ def _list_cmd(args: argparse.Namespace) -> int:
 def _reject_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.transfers import reject_transfer
 
-    debit, credit = reject_transfer(_engine(), args.transfer_id)
+    with configured_database() as engine:
+        debit, credit = reject_transfer(engine, args.transfer_id)
     print(f"transfer {args.transfer_id} rejected: transactions {debit} and {credit} will not be paired again")
     return 0
 
@@ -73,7 +68,8 @@ def _reject_cmd(args: argparse.Namespace) -> int:
 def _link_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.transfers import link_transfer
 
-    transfer_id = link_transfer(_engine(), args.first, args.second)
+    with configured_database() as engine:
+        transfer_id = link_transfer(engine, args.first, args.second)
     print(f"transfer {transfer_id}: transactions {args.first} and {args.second} linked")
     return 0
 
@@ -81,7 +77,8 @@ def _link_cmd(args: argparse.Namespace) -> int:
 def _match_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.analytics.transfers import update_transfers
 
-    stats = update_transfers(_engine(), window_days=args.window_days, run_id="cli")
+    with configured_database() as engine:
+        stats = update_transfers(engine, window_days=args.window_days, run_id="cli")
     meta = stats.as_metadata()
     print(
         f"{meta['new_pairs']} new pair(s) ({meta['new_by_identifier']} by account, {meta['new_by_reference']} by "

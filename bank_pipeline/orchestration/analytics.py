@@ -61,7 +61,25 @@ def after_imports(label: str) -> dg.AutomationCondition:
     ).with_label(label)
 
 
-PAIR_AFTER_IMPORTS = after_imports("days imported since transfers were last paired")
+def ledger_asset(label: str, description: str):
+    """The decorator of an unpartitioned analytics asset: reads the whole enriched ledger, requested
+    after imports (`after_imports(label)`)."""
+    return dg.asset(
+        group_name=GROUP,
+        automation_condition=after_imports(label),
+        kinds={"sql"},
+        deps=[enriched_transactions],
+        description=description,
+    )
+
+
+def stats_result(context: dg.AssetExecutionContext, stats, started: float, summary: str) -> dg.MaterializeResult:
+    """The run's statistics and seconds as the materialization's metadata; `summary`, a template
+    over that metadata, goes to the log."""
+    metadata: dict[str, object] = dict(stats.as_metadata())
+    metadata["seconds"] = round(time.perf_counter() - started, 3)
+    context.log.info(f"{context.asset_key.to_user_string()}: {summary.format(**metadata)}")
+    return dg.MaterializeResult(metadata=metadata)
 
 
 class TransfersConfig(dg.Config):
@@ -71,12 +89,9 @@ class TransfersConfig(dg.Config):
     window_days: int = 3
 
 
-@dg.asset(
-    group_name=GROUP,
-    automation_condition=PAIR_AFTER_IMPORTS,
-    kinds={"sql"},
-    deps=[enriched_transactions],
-    description="Transfers between the user's own accounts: legs paired one-to-one (identifier → "
+@ledger_asset(
+    "days imported since transfers were last paired",
+    "Transfers between the user's own accounts: legs paired one-to-one (identifier → "
     "reference → amount and dates), labelled `transfers` unless the user set a category.",
 )
 def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, database: AppDatabase) -> dg.MaterializeResult:
@@ -87,13 +102,7 @@ def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, databa
         stats = update_transfers(database.get_engine(), window_days=config.window_days, run_id=context.run_id)
     except BankPipelineError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
-    metadata: dict[str, object] = dict(stats.as_metadata())
-    metadata["seconds"] = round(time.perf_counter() - started, 3)
-    context.log.info(f"transfers: {stats.new_pairs} new pair(s), {metadata['pairs']} in all")
-    return dg.MaterializeResult(metadata=metadata)
-
-
-DETECT_AFTER_IMPORTS = after_imports("days imported since recurring payments were last detected")
+    return stats_result(context, stats, started, "{new_pairs} new pair(s), {pairs} in all")
 
 
 class RecurringConfig(dg.Config):
@@ -104,12 +113,9 @@ class RecurringConfig(dg.Config):
     amount_tolerance: float = 0.25
 
 
-@dg.asset(
-    group_name=GROUP,
-    automation_condition=DETECT_AFTER_IMPORTS,
-    kinds={"sql"},
-    deps=[enriched_transactions],
-    description="Recurring payments: the direct debits and standing orders the bank listed at connect time, "
+@ledger_asset(
+    "days imported since recurring payments were last detected",
+    "Recurring payments: the direct debits and standing orders the bank listed at connect time, "
     "plus weekly / monthly / quarterly / annual repeats found in the ledger; state, next date and amount. "
     "`bank-pipeline recurring list|dismiss ID`.",
 )
@@ -127,10 +133,7 @@ def recurring_payments(
     started = time.perf_counter()
     options = DetectOptions(tolerance_days=config.tolerance_days, amount_tolerance=config.amount_tolerance)
     stats = update_recurring(database.get_engine(), options=options, run_id=context.run_id)
-    metadata: dict[str, object] = dict(stats.as_metadata())
-    metadata["seconds"] = round(time.perf_counter() - started, 3)
-    context.log.info(f"recurring_payments: {stats.patterns} pattern(s), {stats.new} new, {stats.dismissed} dismissed")
-    return dg.MaterializeResult(metadata=metadata)
+    return stats_result(context, stats, started, "{patterns} pattern(s), {new} new, {dismissed} dismissed")
 
 
 @dg.asset(

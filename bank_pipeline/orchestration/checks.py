@@ -32,16 +32,20 @@ def _scope_metadata(scope: quality.LedgerScope | None) -> dict:
     return {"scope": f"{len(scope.account_ids)} account(s), {scope.first} to {scope.last}"}
 
 
+def _nothing_found(name: str, found: list, scope: quality.LedgerScope | None, **result) -> dg.AssetCheckResult:
+    """Passes when `found` is empty; its count under `name`, the first ten and the scope as metadata."""
+    return dg.AssetCheckResult(
+        passed=not found,
+        metadata={name: len(found), "examples": dg.MetadataValue.json(found[:10]), **_scope_metadata(scope)},
+        **result,
+    )
+
+
 @dg.asset_check(asset=loaded_transactions, description="No stable TrueLayer id appears twice in an account.")
 def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
     scope = run_scope(context, engine)
-    duplicates = quality.duplicate_provider_ids(engine, scope)
-    return dg.AssetCheckResult(
-        passed=not duplicates,
-        metadata={"duplicates": len(duplicates), "examples": dg.MetadataValue.json(duplicates[:10]),
-                  **_scope_metadata(scope)},
-    )
+    return _nothing_found("duplicates", quality.duplicate_provider_ids(engine, scope), scope)
 
 
 @dg.asset_check(
@@ -52,11 +56,7 @@ def running_balances_continuous(context: dg.AssetCheckExecutionContext, database
     engine = database.get_engine()
     scope = run_scope(context, engine)
     gaps = quality.running_balance_gaps(engine, scope=scope)
-    return dg.AssetCheckResult(
-        passed=not gaps,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={"gaps": len(gaps), "examples": dg.MetadataValue.json(gaps[:10]), **_scope_metadata(scope)},
-    )
+    return _nothing_found("gaps", gaps, scope, severity=dg.AssetCheckSeverity.WARN)
 
 
 @dg.asset_check(asset=loaded_transactions, description="Every quarantined row has been explained or resolved.")
