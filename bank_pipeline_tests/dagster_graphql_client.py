@@ -99,6 +99,23 @@ query Statuses($key: AssetKeyInput!) {
   }
 }"""
 
+RUN_FAILURES = """
+query RunFailures($runId: ID!) {
+  runOrError(runId: $runId) {
+    __typename
+    ... on Run {
+      eventConnection(limit: 5000) {
+        events {
+          __typename
+          ... on ExecutionStepFailureEvent { stepKey error { message } }
+          ... on RunFailureEvent { message }
+        }
+      }
+    }
+    ... on Error { message }
+  }
+}"""
+
 WORKSPACE = """
 {
   workspaceOrError {
@@ -249,6 +266,19 @@ class DagsterGraphQL:
                         {t["key"]: t["value"] for t in r["tags"]})
             for r in answer["results"]
         ]
+
+    def failure_reasons(self, run_id: str) -> list[str]:
+        """Why a run failed, as its page in the UI says: each failed step's error, then the run's."""
+        answer = self.query(RUN_FAILURES, {"runId": run_id})["runOrError"]
+        if answer["__typename"] != "Run":
+            return [f"{answer['__typename']}: {answer.get('message')}"]
+        reasons = []
+        for event in answer["eventConnection"]["events"]:
+            if event["__typename"] == "ExecutionStepFailureEvent":
+                reasons.append(f"{event['stepKey']}: {(event.get('error') or {}).get('message', '').strip()}")
+            elif event["__typename"] == "RunFailureEvent":
+                reasons.append(event["message"])
+        return reasons
 
     def wait_for_backfill(
         self, backfill_id: str, launched_at: float, *, timeout: float = 540, poll: float = 1.0, alive=None,

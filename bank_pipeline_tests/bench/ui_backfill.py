@@ -163,6 +163,9 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                     calls = httpx.get(f"{sim.base_url}/_sim/stats", timeout=30).json()["data_api_calls"]
                     print(_describe("project", results[side], calls)
                           + f"  ledger: {_history_landed(engine, first, last)} transactions in the range", flush=True)
+                    for failed in (r for r in results[side].runs if r.status == "FAILURE"):
+                        print(f"    run {failed.run_id[:8]} failed: " + " | ".join(gql.failure_reasons(failed.run_id))[:600],
+                              flush=True)
                     if (case.days, case.accounts) == (60, 3):
                         print(f"    vs 112 s before issue 8: {TODAY_112S / results[side].wall_seconds:.1f}x faster "
                               "(target >= 3x)", flush=True)
