@@ -22,6 +22,7 @@ setup(
     install_requires=[
         "dagster>=1.13,<1.14",
         "dagster-webserver>=1.13,<1.14",
+        "dagster-dg-cli>=1.13,<1.14",  # `dg dev` (make ui), what Dagster 1.13 recommends over `dagster dev`
         "dagster-postgres>=0.29,<0.30",
         "httpx>=0.28,<0.29",
         "pandas>=2.2",

@@ -1,6 +1,6 @@
 """bank_pipeline: TrueLayer transactions into a de-duplicated, categorised ledger, on Dagster.
 
-`dagster job execute -m bank_pipeline` and `dagster dev -m bank_pipeline` find `defs` here. It is
+`dagster job execute -m bank_pipeline` and `dg dev -m bank_pipeline` find `defs` here. It is
 loaded lazily (PEP 562) so the CLI, the simulator and plain library use don't import Dagster.
 """
 

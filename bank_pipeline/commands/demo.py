@@ -14,7 +14,7 @@ def _demo(args) -> int:
     print(format_summary(settings, summary))
     print(
         "\nSee the runs, partitions and metadata in the Dagster UI (same data):\n"
-        f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dagster dev -w workspace.yaml   (or: make ui)\n"
+        f"  DAGSTER_HOME={os.environ['DAGSTER_HOME']} .venv/bin/dg dev -w workspace.yaml   (or: make ui)\n"
         "and keep the simulator running for new imports:  .venv/bin/bank-pipeline simulator"
     )
     return 0 if all(run.success for run in summary.runs) else 1

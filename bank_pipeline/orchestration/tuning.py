@@ -9,7 +9,7 @@ executes the step, every time (dagster/_core/instance/methods/event_methods.py),
 only in a code comment; `bank_pipeline_tests/test_event_batching.py` fails when it stops honouring it.
 
 Who sets it:
-- `make ui`: `dagster dev` (webserver, daemon and the run processes they launch) gets
+- `make ui`: `dg dev` (webserver, daemon and the run processes they launch) gets
   `python -m bank_pipeline.orchestration.tuning`'s `NAME=value` lines as its environment;
 - `bank_pipeline.runner.import_job` (CLI imports, history, demo, tests) before it creates runs;
 - a deployment: put the same variables in the run workers' environment.
@@ -33,5 +33,5 @@ def apply_event_log_defaults(environ: MutableMapping[str, str] = os.environ) -> 
         environ.setdefault(name, value)
 
 
-if __name__ == "__main__":  # `env $(python -m bank_pipeline.orchestration.tuning) dagster dev …`
+if __name__ == "__main__":  # `env $(python -m bank_pipeline.orchestration.tuning) dg dev …`
     print(" ".join(f"{name}={value}" for name, value in EVENT_LOG_ENVIRONMENT.items()))
