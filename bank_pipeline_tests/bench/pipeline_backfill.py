@@ -25,13 +25,15 @@ import time
 import sqlalchemy as sa
 
 from bank_pipeline.db import make_engine
-from bank_pipeline.db.schema import transactions
+from bank_pipeline.db.schema import metadata, transactions
 from bank_pipeline.orchestration.partitions import partition_key, sync_account_partitions
+from bank_pipeline.orchestration.tuning import apply_event_log_defaults
 from bank_pipeline_tests.bench._harness import DAGSTER_STORAGES, connected_user, reset_sim_stats, sim_stats
 
 TODAY = dt.date(2026, 11, 20)
-LEDGER_TABLES = ("enrichments", "transactions", "pending_transactions", "staged_transactions",
-                 "quarantine", "raw_transactions", "raw_fetches", "api_call_budget", "account_leases")
+# What the connection leaves (the connection, its accounts, their mandates); everything else is
+# cleared, children before parents, before the per-partition baseline.
+KEPT_TABLES = {"oauth_states", "connections", "accounts", "bank_mandates"}
 
 
 def _env(settings) -> dict[str, str]:
@@ -45,6 +47,7 @@ def _env(settings) -> dict[str, str]:
         BANK_PIPELINE_UNATTENDED_DAILY_BUDGET=str(settings.unattended_daily_budget),
         PYTHONWARNINGS="ignore",
     )
+    apply_event_log_defaults(env)  # as the README tells a deployment to set for its run workers
     return env
 
 
@@ -145,8 +148,9 @@ def _run(args, storage: str, *, per_partition_baseline: bool) -> float:
             return wall
         # (b) one run per partition, on a sample of partitions spread over the year, from a clean ledger.
         with engine.begin() as conn:
-            for table in LEDGER_TABLES:
-                conn.execute(sa.text(f"DELETE FROM {table}"))
+            for table in reversed(metadata.sorted_tables):
+                if table.name not in KEPT_TABLES:
+                    conn.execute(table.delete())
         reset_sim_stats(sim)
         step = max(1, days // sample)
         sample_keys = [partition_key(keys[i % len(keys)], first + dt.timedelta(days=i * step)) for i in range(sample)]
