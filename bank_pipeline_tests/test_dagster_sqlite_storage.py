@@ -116,8 +116,9 @@ def test_a_run_on_the_repo_instance_commits_on_wal_normal_pooled_connections(rep
     assert materialized == set(PARTITIONS.get_partition_keys())
     assert len(records) >= 4 * 60  # planned + materialized, per asset and partition
 
-    # Every write of the run went through a WAL connection with synchronous=NORMAL...
-    assert len(seen.writes) >= len(records)
+    # Every write of the run went through a WAL connection with synchronous=NORMAL (one write per
+    # record, or fewer when DAGSTER_EVENT_BATCH_SIZE batches them: test_event_batching counts those)...
+    assert seen.writes
     assert {(journal, sync) for _db, journal, sync in seen.writes} == {("wal", NORMAL)}
     written = {Path(db).name for db, _j, _s in seen.writes}
     assert {"index.db", f"{result.run_id}.db", "runs.db"} <= written
