@@ -23,7 +23,6 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -75,7 +74,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
 def instance_yaml(dagster_home: Path, storage: dict | None = None, overrides: dict | None = None) -> dict:
     """The repository's dagster.yaml with every on-disk location moved into `dagster_home`.
 
-    `storage`: None keeps the repository's SQLite storages (in `dagster_home`); else e.g. {"postgres": {...}}.
+    `storage`: None keeps the repository's SQLite storages (in `dagster_home`); else storage sections
+    (e.g. `postgres_dagster_database`'s).
     `overrides`: top-level keys replaced as given (e.g. a faster run queue for a benchmark).
     """
     from bank_pipeline_tests.instance_support import STORAGE_KEYS, repo_storage_config
@@ -85,7 +85,7 @@ def instance_yaml(dagster_home: Path, storage: dict | None = None, overrides: di
     for key in STORAGE_KEYS:
         config.pop(key, None)
     # SQLite: the repository's own storage classes (what a user runs), with their files moved here.
-    config.update(copy.deepcopy({"storage": storage}) if storage else repo_storage_config(dagster_home / "storage"))
+    config.update(copy.deepcopy(storage) if storage else repo_storage_config(dagster_home / "storage"))
     config["local_artifact_storage"]["config"]["base_dir"] = base
     config["compute_logs"]["config"]["base_dir"] = str(dagster_home / "logs")
     config.update(copy.deepcopy(overrides or {}))
@@ -109,21 +109,12 @@ def workspace_yaml(extra_modules: tuple[str, ...] = ()) -> dict:
 
 @contextlib.contextmanager
 def postgres_dagster_database(base_url: str | None = None) -> Iterator[dict]:
-    """A fresh PostgreSQL database for Dagster's storage; yields the `storage:` block, drops it after."""
-    import sqlalchemy as sa
+    """A fresh PostgreSQL database for Dagster's storage; yields deploy/postgres's storage sections on it."""
+    from bank_pipeline_tests.instance_support import fresh_postgres_database, postgres_storage_config
 
     base = base_url or os.environ.get("BANK_PIPELINE_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-    name = f"bp_dagster_ui_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.engine.make_url(base).set(drivername="postgresql+psycopg2", database=name)
-        yield {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    with fresh_postgres_database(base, "bp_dagster_ui") as url:
+        yield postgres_storage_config(url)
 
 
 def _free_port() -> int:

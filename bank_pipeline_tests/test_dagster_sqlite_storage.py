@@ -23,6 +23,7 @@ from bank_pipeline.orchestration.sqlite_storage import (
     TunedSqliteRunStorage,
     TunedSqliteScheduleStorage,
 )
+from bank_pipeline_tests.event_log_support import event_log_outcome
 from bank_pipeline_tests.instance_support import REPO_DAGSTER_YAML
 
 NORMAL = 1  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL (SQLite's default), 3 EXTRA
@@ -174,43 +175,6 @@ def test_another_process_watching_a_run_sees_events_written_on_pooled_connection
     assert seen == ["first", "second"]
 
 
-FAILING_DAYS = dg.StaticPartitionsDefinition([f"d{i:02d}" for i in range(12)])
-
-
-@dg.asset(partitions_def=FAILING_DAYS, backfill_policy=dg.BackfillPolicy.single_run())
-def raw_days() -> None:
-    pass
-
-
-@dg.asset(partitions_def=FAILING_DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[raw_days])
-def clean_days(context) -> None:
-    if "d09" in context.partition_keys:
-        raise dg.Failure("the last range fails")
-
-
-def _event_log_outcome(instance: dg.DagsterInstance) -> tuple:
-    """What the UI reads back: planned and materialized partitions, statuses, the asset index."""
-    job = dg.Definitions(assets=[raw_days, clean_days]).resolve_implicit_global_asset_job_def()
-    outcome = []
-    for first, last in (("d00", "d05"), ("d06", "d09")):
-        result = job.execute_in_process(
-            instance=instance, raise_on_error=False,
-            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
-        )
-        planned = instance.get_records_for_run(
-            result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
-        ).records
-        outcome.append((result.success, sorted((r.asset_key.to_user_string(), r.partition_key) for r in planned)))
-        assert instance.get_latest_planned_materialization_info(dg.AssetKey("clean_days")).run_id == result.run_id
-    for key in ("raw_days", "clean_days"):
-        asset = dg.AssetKey(key)
-        status = instance.get_status_by_partition(asset, FAILING_DAYS.get_partition_keys(), FAILING_DAYS)
-        latest = instance.get_latest_materialization_event(asset)
-        outcome.append((key, sorted(instance.get_materialized_partitions(asset)), status,
-                        latest.dagster_event.partition if latest else None))
-    return tuple(outcome)
-
-
 def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(tmp_path, monkeypatch):
     # [issue 8] A step's materializations and a run's planned events are written in batches
     # (sqlite_storage.py); what Dagster reads back must equal its stock storage's, failed run included.
@@ -231,11 +195,11 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
             monkeypatch.chdir(home)
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
-                outcomes[name] = _event_log_outcome(instance)
+                outcomes[name] = event_log_outcome(instance)
         else:
             with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
                 assert not isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
-                outcomes[name] = _event_log_outcome(instance)
+                outcomes[name] = event_log_outcome(instance)
 
     assert outcomes["tuned"] == outcomes["stock"]
     (ok_first, planned_first), (ok_second, planned_second) = outcomes["tuned"][:2]

@@ -22,13 +22,9 @@ lock (30 s busy timeout, like Dagster's). Dagster already creates these database
 process crash) can lose the last few commits. `synchronous=OFF` is never used. WAL needs a local
 file system (not NFS), as Dagster's SQLite storage always has.
 
-Batches: Dagster hands the event log a step's materializations (with DAGSTER_EVENT_BATCH_SIZE,
-tuning.py) and a new run's "planned" events in one `store_event_batch` call; its SQLite storage
-writes them one by one (two transactions and an asset-index update each: ~10 ms an event, ~60 s
-of a 600-partition run). Here consecutive asset events of one run are written as dagster-postgres
-writes a batch of materializations: one multi-row insert into the run's shard and one into the
-index shard, their tags, and the asset index updated with the last event of each asset (each
-event overwrites the previous one's values, so the last one is what the row ends up with).
+Batches: a step's materializations and a new run's planned events are written as one multi-row
+insert into the run's shard and one into the index shard (event_batching.py says why and how);
+Dagster's SQLite storage writes each on its own, ~10 ms an event, ~60 s of a 600-partition run.
 
 Live run logs: Dagster's SQLite event log notices new events by watching the run's `.db` file
 change, which only happened because each write closed the last connection (a checkpoint). With
@@ -38,7 +34,6 @@ watcher instead, as dagster-postgres does.
 
 from __future__ import annotations
 
-import itertools
 import os
 import threading
 import weakref
@@ -47,39 +42,19 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import sqlalchemy as sa
-from dagster import DagsterEventType
-from dagster._core.event_api import EventLogEntry
-from dagster._core.storage.event_log import (
-    SqlEventLogStorageTable,
-    SqliteEventLogStorage,
-    SqlPollingEventWatcher,
-)
+from dagster._core.storage.event_log import SqliteEventLogStorage, SqlPollingEventWatcher
 from dagster._core.storage.event_log.base import EventLogCursor
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
+
+from bank_pipeline.orchestration.event_batching import BatchedAssetEvents
 
 PRAGMAS = {"journal_mode": "wal", "synchronous": 1}  # as `PRAGMA x` reads them back; 1 = NORMAL
 BUSY_TIMEOUT_SECONDS = 30  # Dagster's own for its SQLite storages
 MAX_RUN_SHARD_ENGINES = 8  # a webserver reads many runs' shards; keep the recent ones open
 
 _ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
-
-BATCHED_EVENT_TYPES = {
-    DagsterEventType.ASSET_MATERIALIZATION,
-    DagsterEventType.ASSET_OBSERVATION,
-    DagsterEventType.ASSET_MATERIALIZATION_PLANNED,
-}
-BATCH_ROWS = 500  # rows a multi-row insert (about 10 bound values a row; SQLite allows 32,766)
-
-
-def _batch_key(event: EventLogEntry) -> str | None:
-    """The run id of an event that can be written in a batch (an asset event with a key), else None."""
-    dagster_event = event.dagster_event if event.is_dagster_event else None
-    if dagster_event is None or dagster_event.event_type not in BATCHED_EVENT_TYPES or not dagster_event.asset_key:
-        return None
-    return event.run_id
-
 
 def _set_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -113,7 +88,7 @@ def _transaction(engine: sa.Engine) -> Iterator[sa.Connection]:
         yield conn
 
 
-class TunedSqliteEventLogStorage(SqliteEventLogStorage):
+class TunedSqliteEventLogStorage(BatchedAssetEvents, SqliteEventLogStorage):
     """Dagster's run-sharded SQLite event log, on pooled WAL/synchronous=NORMAL connections."""
 
     def __init__(self, base_dir: str, inst_data=None):
@@ -133,27 +108,11 @@ class TunedSqliteEventLogStorage(SqliteEventLogStorage):
     def index_connection(self) -> AbstractContextManager[sa.Connection]:
         return self._tuned_connection(INDEX_SHARD_NAME, super().index_connection)
 
-    def store_event_batch(self, events) -> None:
-        for run_id, group in itertools.groupby(events, key=_batch_key):
-            group = list(group)
-            if run_id is None or len(group) < 2:
-                super().store_event_batch(group)
-                continue
-            for start in range(0, len(group), BATCH_ROWS):
-                self._store_asset_events(run_id, group[start : start + BATCH_ROWS])
-
-    def _store_asset_events(self, run_id: str, events: list[EventLogEntry]) -> None:
-        """One run's asset events: as `store_event` writes each, in two statements (see the module)."""
-        statement = self.prepare_insert_event_batch(events)
+    def _insert_event_rows(self, index: sa.Connection, run_id: str, statement: sa.Insert) -> list[int]:
+        # As Dagster's SQLite storage stores an asset event: in the run's shard, then in the index.
         with self.run_connection(run_id) as conn:
             conn.execute(statement)
-        with self.index_transaction() as conn:
-            # Rows are numbered in the order they are inserted; RETURNING's order is not promised.
-            ids = sorted(int(row[0]) for row in conn.execute(statement.returning(SqlEventLogStorageTable.c.id)))
-            self._store_asset_event_tags(conn, events, ids)
-            last_of_asset = {event.get_dagster_event().asset_key: (event, i) for event, i in zip(events, ids, strict=True)}
-            for event, event_id in last_of_asset.values():
-                self._store_asset_event(conn, event, event_id)
+        return super()._insert_event_rows(index, run_id, statement)
 
     def has_table(self, table_name: str) -> bool:
         # Dagster asks this for every stored materialization; its own answer opens a new engine.

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import tempfile
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import dagster as dg
 import httpx
 
 from bank_pipeline.db import make_engine, migrate
+from bank_pipeline_tests.dagster_services import postgres_dagster_database
 from bank_pipeline_tests.fixtures.pipeline import settings_for
 from bank_pipeline_tests.instance_support import repo_storage_config
 
@@ -19,29 +19,8 @@ from bank_pipeline_tests.instance_support import repo_storage_config
 DAGSTER_STORAGES = {
     "sqlite": "SQLite, the repo's dagster.yaml (the one-machine default)",
     "sqlite-stock": "SQLite, Dagster's stock storage (`storage: sqlite`)",
-    "postgres": "dagster-postgres (a team or a service)",
+    "postgres": "dagster-postgres, deploy/postgres's storage classes (a team or a service)",
 }
-
-
-@contextlib.contextmanager
-def postgres_dagster_storage():
-    """A fresh PostgreSQL database for Dagster's storage (dagster-postgres); dropped afterwards."""
-    import uuid
-
-    import sqlalchemy as sa
-
-    base = os.environ.get("BANK_PIPELINE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
-    name = f"bp_dagster_bench_{uuid.uuid4().hex[:8]}"
-    admin = sa.create_engine(base, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        url = sa.engine.make_url(base).set(drivername="postgresql+psycopg2", database=name)
-        yield {"storage": {"postgres": {"postgres_url": url.render_as_string(hide_password=False)}}}
-    finally:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @contextlib.contextmanager
@@ -61,7 +40,7 @@ def connected_user(user: str, today, *, latency_ms: int = 0, dagster_storage: st
         (tmp_path / "dagster").mkdir()
         config = SimulatorConfig(seed=42, today=today, faults=FaultConfig(unattended_limit=None, latency_ms=latency_ms))
         if dagster_storage == "postgres":
-            storage = postgres_dagster_storage()
+            storage = postgres_dagster_database()
         elif dagster_storage == "sqlite":
             storage = contextlib.nullcontext(repo_storage_config(tmp_path / "dagster"))
         elif dagster_storage == "sqlite-stock":

@@ -1,0 +1,45 @@
+"""Two runs over a partitioned pair of assets, the second failing, and what Dagster reads back.
+
+Used to check that an event-log storage with batched writes (bank_pipeline/orchestration/
+event_batching.py) gives the UI exactly what Dagster's stock storage gives it.
+"""
+
+from __future__ import annotations
+
+import dagster as dg
+
+FAILING_DAYS = dg.StaticPartitionsDefinition([f"d{i:02d}" for i in range(12)])
+
+
+@dg.asset(partitions_def=FAILING_DAYS, backfill_policy=dg.BackfillPolicy.single_run())
+def raw_days() -> None:
+    pass
+
+
+@dg.asset(partitions_def=FAILING_DAYS, backfill_policy=dg.BackfillPolicy.single_run(), deps=[raw_days])
+def clean_days(context) -> None:
+    if "d09" in context.partition_keys:
+        raise dg.Failure("the last range fails")
+
+
+def event_log_outcome(instance: dg.DagsterInstance) -> tuple:
+    """What the UI reads back: planned and materialized partitions, statuses, the asset index."""
+    job = dg.Definitions(assets=[raw_days, clean_days]).resolve_implicit_global_asset_job_def()
+    outcome = []
+    for first, last in (("d00", "d05"), ("d06", "d09")):
+        result = job.execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": last},
+        )
+        planned = instance.get_records_for_run(
+            result.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED
+        ).records
+        outcome.append((result.success, sorted((r.asset_key.to_user_string(), r.partition_key) for r in planned)))
+        assert instance.get_latest_planned_materialization_info(dg.AssetKey("clean_days")).run_id == result.run_id
+    for key in ("raw_days", "clean_days"):
+        asset = dg.AssetKey(key)
+        status = instance.get_status_by_partition(asset, FAILING_DAYS.get_partition_keys(), FAILING_DAYS)
+        latest = instance.get_latest_materialization_event(asset)
+        outcome.append((key, sorted(instance.get_materialized_partitions(asset)), status,
+                        latest.dagster_event.partition if latest else None))
+    return tuple(outcome)
