@@ -43,3 +43,17 @@ def event_log_outcome(instance: dg.DagsterInstance) -> tuple:
         outcome.append((key, sorted(instance.get_materialized_partitions(asset)), status,
                         latest.dagster_event.partition if latest else None))
     return tuple(outcome)
+
+
+def events_written_one_by_one(monkeypatch, storage_class: type) -> list:
+    """A spy (not a change): the event types instances of `storage_class` pass to `store_event`."""
+    seen: list = []
+    stock_store_event = storage_class.store_event
+
+    def store_event(self, event) -> None:
+        if isinstance(self, storage_class):
+            seen.append(event.dagster_event_type)
+        return stock_store_event(self, event)
+
+    monkeypatch.setattr(storage_class, "store_event", store_event)
+    return seen

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from dagster_postgres.event_log import PostgresEventLogStorage
 
 from bank_pipeline.orchestration.postgres_storage import BatchedPostgresEventLogStorage
-from bank_pipeline_tests.event_log_support import FAILING_DAYS, event_log_outcome
+from bank_pipeline_tests.event_log_support import FAILING_DAYS, event_log_outcome, events_written_one_by_one
 from bank_pipeline_tests.fixtures.dagster_postgres import fresh_dagster_database
 from bank_pipeline_tests.instance_support import postgres_storage_config
 
@@ -33,13 +33,7 @@ def _outcome(tmp_path, name: str, overrides: dict) -> tuple[tuple, int, type]:
 def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monkeypatch):
     # [issues 8, 13] deploy/postgres/dagster.yaml's event log, against dagster-postgres's own.
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
-    one_by_one = []
-    stock_store_event = PostgresEventLogStorage.store_event
-    monkeypatch.setattr(
-        PostgresEventLogStorage, "store_event",
-        lambda self, event: (isinstance(self, BatchedPostgresEventLogStorage) and one_by_one.append(
-            event.dagster_event_type)) or stock_store_event(self, event),
-    )
+    one_by_one = events_written_one_by_one(monkeypatch, BatchedPostgresEventLogStorage)
     with fresh_dagster_database() as stock_url, fresh_dagster_database() as batched_url:
         stock, stock_rows, stock_class = _outcome(tmp_path, "stock", {"storage": {"postgres": {"postgres_url": stock_url}}})
         batched, batched_rows, batched_class = _outcome(tmp_path, "batched", postgres_storage_config(batched_url))

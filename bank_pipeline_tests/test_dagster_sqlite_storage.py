@@ -23,7 +23,7 @@ from bank_pipeline.orchestration.sqlite_storage import (
     TunedSqliteRunStorage,
     TunedSqliteScheduleStorage,
 )
-from bank_pipeline_tests.event_log_support import event_log_outcome
+from bank_pipeline_tests.event_log_support import event_log_outcome, events_written_one_by_one
 from bank_pipeline_tests.instance_support import REPO_DAGSTER_YAML
 
 NORMAL = 1  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL (SQLite's default), 3 EXTRA
@@ -179,12 +179,7 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
     # [issue 8] A step's materializations and a run's planned events are written in batches
     # (sqlite_storage.py); what Dagster reads back must equal its stock storage's, failed run included.
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
-    one_by_one = []
-    stock_store_event = TunedSqliteEventLogStorage.store_event
-    monkeypatch.setattr(
-        TunedSqliteEventLogStorage, "store_event",
-        lambda self, event: one_by_one.append(event.dagster_event_type) or stock_store_event(self, event),
-    )
+    one_by_one = events_written_one_by_one(monkeypatch, TunedSqliteEventLogStorage)
     outcomes = {}
     for name in ("stock", "tuned"):
         home = tmp_path / name
@@ -208,4 +203,4 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
     assert (statuses["d08"].value, statuses["d05"].value, statuses.get("d11")) == ("FAILED", "MATERIALIZED", None)
     # ...and the tuned storage wrote none of the planned events or materializations one by one.
     batched = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
-    assert not [t for t in one_by_one if t in batched]
+    assert one_by_one and not [t for t in one_by_one if t in batched]
