@@ -13,6 +13,9 @@ setup(
     # Only the application: the tests (bank_pipeline_tests/) run from a checkout and are not installed.
     # Namespace discovery lists the data directories too (enrich/data, …), so setuptools installs
     # their files as package data without warnings.
+    # The checkout's root is the package root (flat layout): an editable install then puts the
+    # checkout on sys.path (a .pth file) without setuptools' warning about its import finder.
+    package_dir={"": "."},
     packages=find_namespace_packages(include=["bank_pipeline", "bank_pipeline.*"], exclude=["*.__pycache__"]),
     package_data={
         "bank_pipeline.db.migrations": ["script.py.mako"],
