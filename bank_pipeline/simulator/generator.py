@@ -1,9 +1,11 @@
 """Deterministic synthetic bank data: mock users, their accounts and years of UK transactions.
 
 Everything is a pure function of (seed, user): each account-day draws from its own seeded RNG,
-so extending the horizon (the simulator's clock moving on) never changes the past. Amounts are
-integer pence, signed from the account holder's point of view (debits negative); `sent_amount`
-is what the provider puts on the wire (credit-card providers differ: see `AccountSpec.card_sign`).
+so extending the horizon (the simulator's clock moving on) never changes the past, and an
+account's rows depend only on the accounts it exchanges money with (`money_groups`), so they are
+generated when first read, a group at a time (`LazyAccounts`). Amounts are integer pence, signed
+from the account holder's point of view (debits negative); `sent_amount` is what the provider
+puts on the wire (credit-card providers differ: see `AccountSpec.card_sign`).
 """
 
 from __future__ import annotations
@@ -11,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import random
 import re
+import threading
 from bisect import bisect_left, bisect_right
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 
@@ -403,7 +407,7 @@ class UserData:
     spec: UserSpec
     start_day: int
     end_day: int
-    accounts: dict[str, AccountData]
+    accounts: LazyAccounts  # reading an account may generate its rows
 
 
 def _bst_bounds(year: int) -> tuple[int, int]:
@@ -470,12 +474,12 @@ def _shift_weekend(day: int, wd: int, back: bool) -> int:
 
 
 class _Gen:
-    def __init__(self, seed: int, spec: UserSpec, start: int, end: int):
+    def __init__(self, seed: int, spec: UserSpec, start: int, end: int, days: _Days | None = None):
         self.seed = seed
         self.spec = spec
         self.start = start
         self.end = end
-        self.days = _Days(start - 40, end + 40)
+        self.days = days or _Days(start - 40, end + 40)
         self.out: dict[str, list[Txn]] = {a.key: [] for a in spec.accounts}
         self.counters: dict[str, int] = {a.key: 0 for a in spec.accounts}
         # Rows added after the original generator (own transfers, planted payments) number apart,
@@ -696,8 +700,10 @@ class _Gen:
                 weights.append(w / len(group))
         return merchants, weights
 
-    def run(self) -> dict[str, list[Txn]]:
-        accounts = self.spec.accounts
+    def run(self, keys: frozenset[str] | None = None) -> dict[str, list[Txn]]:
+        """Rows of every account, or only complete for `keys` (one of `money_groups`' groups):
+        the same steps in the same order restricted to them, so each row keeps its uid."""
+        accounts = [a for a in self.spec.accounts if keys is None or a.key in keys]
         cards = [a for a in accounts if a.kind == "card"]
         others = [a for a in accounts if a.kind == "account"]
         for acct in cards + [a for a in others if a.account_type == "TRANSACTION"]:
@@ -708,7 +714,8 @@ class _Gen:
         for acct in others:
             if acct.sends_to:
                 self.run_own_transfers(acct, self.by_key[acct.sends_to])
-        current = [a for a in others if a.account_type == "TRANSACTION"]
+        # planted rows touch the user's first current accounts but read nothing of theirs
+        current = [a for a in self.spec.accounts if a.kind == "account" and a.account_type == "TRANSACTION"]
         if self.spec.user.startswith("multi-") and len(current) >= 2:
             self.run_planted(current)
         return self.out
@@ -1071,28 +1078,91 @@ class _Gen:
                     balance += interest
 
 
-def generate_user(seed: int, user: str, start: date, end: date) -> UserData:
-    """All transactions of `user` booked between `start` and `end` (ordinals fixed by `start`)."""
-    spec = build_user(seed, user)
-    gen = _Gen(seed, spec, start.toordinal(), end.toordinal())
-    out = gen.run()
-    days = gen.days
-    accounts: dict[str, AccountData] = {}
-    for acct in spec.accounts:
-        txns = out[acct.key]
+def money_groups(accounts: tuple[AccountSpec, ...]) -> dict[str, frozenset[str]]:
+    """key -> the keys of the accounts it exchanges money with, directly or not (card payments,
+    savings, own transfers): the smallest set whose rows can be generated on their own."""
+    root = {a.key: a.key for a in accounts}
+
+    def find(key: str) -> str:
+        while root[key] != key:
+            key = root[key]
+        return key
+
+    for a in accounts:
+        for other in (a.pays_card, a.sends_to, a.saves_to[0] if a.saves_to else None):
+            if other:
+                root[find(other)] = find(a.key)
+    members: dict[str, list[str]] = {}
+    for a in accounts:
+        members.setdefault(find(a.key), []).append(a.key)
+    return {key: frozenset(group) for group in members.values() for key in group}
+
+
+def _finish(acct: AccountSpec, txns: list[Txn], days: _Days) -> AccountData:
+    """Timestamps, posting order and running balances of one account's generated rows."""
+    for t in txns:
+        t.timestamp = days.timestamp(t.booking_day, t.minute if t.booking_day == t.txn_day else 0, t.ts_style, t.ms)
+        if t.pending_from is not None:
+            t.pending_timestamp = days.timestamp(t.txn_day, t.minute, 2 if t.ts_style < 2 else t.ts_style, t.ms)
+    txns.sort(key=lambda t: (t.booking_day, t.minute if t.booking_day == t.txn_day else -1))
+    if acct.kind == "account":
+        balance = acct.opening_balance
         for t in txns:
-            t.timestamp = days.timestamp(
-                t.booking_day, t.minute if t.booking_day == t.txn_day else 0, t.ts_style, t.ms
-            )
-            if t.pending_from is not None:
-                t.pending_timestamp = days.timestamp(
-                    t.txn_day, t.minute, 2 if t.ts_style < 2 else t.ts_style, t.ms
-                )
-        txns.sort(key=lambda t: (t.booking_day, t.minute if t.booking_day == t.txn_day else -1))
-        if acct.kind == "account":
-            balance = acct.opening_balance
-            for t in txns:
-                balance += t.amount
-                t.running_balance = balance
-        accounts[acct.key] = AccountData(acct, txns, [t.booking_day for t in txns])
+            balance += t.amount
+            t.running_balance = balance
+    return AccountData(acct, txns, [t.booking_day for t in txns])
+
+
+class LazyAccounts(Mapping[str, AccountData]):
+    """key -> AccountData in the user's account order, each account's rows generated the first
+    time it (or an account of its money group) is read: one account of `multi-1000` costs its
+    group, not the user. Thread-safe: the server and tests read it from different threads."""
+
+    def __init__(self, seed: int, spec: UserSpec, start: int, end: int):
+        self._seed, self._spec, self._start, self._end = seed, spec, start, end
+        self._specs = {a.key: a for a in spec.accounts}
+        self._groups = money_groups(spec.accounts)
+        self._done: dict[str, AccountData] = {}
+        self._days: _Days | None = None
+        self._lock = threading.Lock()
+
+    def __getitem__(self, key: str) -> AccountData:
+        data = self._done.get(key)
+        if data is None:
+            if key not in self._specs:
+                raise KeyError(key)
+            with self._lock:
+                if key not in self._done:
+                    self._generate(self._groups[key])
+            data = self._done[key]
+        return data
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+    def spec(self, key: str) -> AccountSpec:
+        """An account's spec, without generating its rows."""
+        return self._specs[key]
+
+    @property
+    def generated(self) -> int:
+        """How many accounts have their rows generated so far."""
+        return len(self._done)
+
+    def _generate(self, keys: frozenset[str]) -> None:
+        gen = _Gen(self._seed, self._spec, self._start, self._end, self._days)
+        self._days = gen.days
+        out = gen.run(keys)
+        for key in keys:
+            self._done[key] = _finish(self._specs[key], out[key], gen.days)
+
+
+def generate_user(seed: int, user: str, start: date, end: date) -> UserData:
+    """`user`'s transactions booked between `start` and `end` (ordinals fixed by `start`); nothing
+    is generated until an account is read (see `LazyAccounts`)."""
+    spec = build_user(seed, user)
+    accounts = LazyAccounts(seed, spec, start.toordinal(), end.toordinal())
     return UserData(spec, start.toordinal(), end.toordinal(), accounts)

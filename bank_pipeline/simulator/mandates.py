@@ -27,12 +27,12 @@ def _next_on(today: date, dom: int) -> date:
 def standing_orders(
     data: UserData, account_key: str, today: date, now: str, provider_account_id: str
 ) -> list[dict[str, Any]]:
-    spec = data.accounts[account_key].spec
+    spec = data.accounts.spec(account_key)
     plans = []
     if spec.rent:
         plans.append((spec.rent[0], spec.rent[1], 1, "RENT"))
     if spec.saves_to:
-        sav = data.accounts[spec.saves_to[0]].spec
+        sav = data.accounts.spec(spec.saves_to[0])
         plans.append((f"{data.spec.full_name.upper()}", spec.saves_to[1], 28, f"SAVINGS {sav.number}"))
     first = date.fromordinal(data.start_day)
     return [

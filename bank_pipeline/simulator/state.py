@@ -87,6 +87,7 @@ class SimulatorState:
         self.refresh_index: dict[str, str] = {}
         self.generations: dict[str, int] = {}  # user -> latest account-id generation
         self._cache: dict[str, UserData] = {}
+        self._ids: dict[tuple[str, int], dict[str, AccountSpec]] = {}
         self.request_counter = 0  # every Data API request ever (nonce source)
         self.webhook_counter = 0
         self.reset_fault_counters()
@@ -109,6 +110,8 @@ class SimulatorState:
 
     # ------------------------------------------------------------------ data
     def user_data(self, user: str) -> UserData:
+        """`user`'s accounts up to a few days past today; cheap, as rows are generated per account
+        when first read, and all again (lazily) once the clock moves past the horizon."""
         with self.lock:
             need = self.today.toordinal() + 5
             data = self._cache.get(user)
@@ -122,9 +125,15 @@ class SimulatorState:
         return hashlib.sha256(f"{self.config.seed}|{user}|{key}|{generation}".encode()).hexdigest()[:32]
 
     def accounts_for(self, user: str, generation: int) -> dict[str, AccountSpec]:
-        """provider account id -> spec, for one account-id generation of `user`."""
-        data = self.user_data(user)
-        return {self.account_id(user, a.key, generation): a for a in data.spec.accounts}
+        """provider account id -> spec, for one account-id generation of `user` (read-only: kept,
+        as every Data API call looks its account up here and multi-1000 has 1,000 ids to hash)."""
+        with self.lock:
+            ids = self._ids.get((user, generation))
+            if ids is None:
+                specs = self.user_data(user).spec.accounts
+                ids = {self.account_id(user, a.key, generation): a for a in specs}
+                self._ids[(user, generation)] = ids
+            return ids
 
     def latest_generation(self, user: str) -> int:
         return self.generations.get(user, 0)
