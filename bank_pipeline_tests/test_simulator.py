@@ -513,7 +513,7 @@ def test_multi_users_have_their_accounts_and_cards(simulator):
     assert kinds["account"] and kinds["card"]
     tokens = connect(simulator, "multi-10")
     assert len(ids(simulator, tokens)) + len(ids(simulator, tokens, "cards")) == 10
-    assert authorize(simulator, "multi-51").status_code == 400
+    assert authorize(simulator, "multi-1001").status_code == 400  # the range: test_simulator_scale.py
 
 
 def test_cli_flags_are_checked():

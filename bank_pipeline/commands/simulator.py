@@ -21,7 +21,7 @@ def register(subparsers) -> None:
         "simulator",
         help="run the local TrueLayer simulator (auth server + Data API v1)",
         description="Serve a local simulator of TrueLayer's auth server and Data API v1 with synthetic, "
-        "deterministic data. Mock users: alice, bob, multi-N (N = 1..50).",
+        "deterministic data. Mock users: alice, bob, multi-N (N = 1..1000).",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -107,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"TrueLayer simulator on {base_url}", flush=True)
         print(f"  auth server: {base_url}   data API: {base_url}/data/v1", flush=True)
         print(f"  client id: {config.client_id}   client secret: {config.client_secret}", flush=True)
-        print(f"  mock users: alice, bob, multi-N (N=1..50)   state file: {config.state_file}", flush=True)
+        print(f"  mock users: alice, bob, multi-N (N=1..1000)   state file: {config.state_file}", flush=True)
         print(f"  admin: {base_url}/_sim/ground_truth?user=alice, /_sim/stats, /_sim/faults", flush=True)
 
     serve_forever(config, args.host, port, on_ready=ready)

@@ -26,7 +26,14 @@ from bank_pipeline import clock
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.simulator import hostile, mandates, webhooks
 from bank_pipeline.simulator.config import SimulatorConfig
-from bank_pipeline.simulator.generator import AccountData, AccountSpec, Txn, listed_users, pence_str
+from bank_pipeline.simulator.generator import (
+    MAX_MULTI,
+    AccountData,
+    AccountSpec,
+    Txn,
+    listed_users,
+    pence_str,
+)
 from bank_pipeline.simulator.state import Consent, SimulatorState, _iso, _parse_iso, valid_user
 
 UTC = timezone.utc
@@ -164,7 +171,7 @@ async def auth_link(request: Request) -> Response:
 <form method="post" action="/consent">
 {hidden}
 <label>Mock user <select name="user">{options}</select></label>
-<p>Any <code>multi-N</code> (N = 1..50) also works: <input name="user_other" placeholder="multi-25"></p>
+<p>Any <code>multi-N</code> (N = 1..{MAX_MULTI}) also works: <input name="user_other" placeholder="multi-25"></p>
 <button type="submit" name="decision" value="allow">Allow</button>
 <button type="submit" name="decision" value="deny">Deny</button>
 </form>
@@ -185,7 +192,7 @@ async def consent(request: Request) -> Response:
         return _auth_error(400, "invalid_request", "decision must be allow or deny")
     if not valid_user(user):
         return _auth_error(
-            400, "invalid_request", f"unknown mock user {user!r} (alice, bob or multi-1..multi-50)"
+            400, "invalid_request", f"unknown mock user {user!r} (alice, bob or multi-1..multi-{MAX_MULTI})"
         )
     redirect_uri, state = params["redirect_uri"], params["state"]
     if decision == "deny":
@@ -811,7 +818,7 @@ async def users(request: Request) -> Response:
             aid: {"key": a.key, "kind": a.kind, "display_name": a.display_name}
             for aid, a in st.accounts_for(user, generation).items()
         }
-    return _json({"users": out, "note": "any multi-N with N in 1..50 is also a user"})
+    return _json({"users": out, "note": f"any multi-N with N in 1..{MAX_MULTI} is also a user"})
 
 
 async def webhook_send(request: Request) -> Response:

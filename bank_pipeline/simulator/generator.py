@@ -21,8 +21,11 @@ from datetime import date, timedelta
 
 from bank_pipeline.simulator import catalogue as cat
 
-MULTI_RE = re.compile(r"^multi-([1-9][0-9]?)$")
-MAX_MULTI = 50
+MULTI_RE = re.compile(r"^multi-([1-9][0-9]{0,3})$")
+# multi-N: N accounts in `_multi`'s layout, whatever N. It is independent triples (a current
+# account topping up the next, which pays the card after it), so one account of multi-1000 costs
+# its triple, not the user (see `LazyAccounts`).
+MAX_MULTI = 1000
 FIXED_USERS = ("alice", "bob")
 
 

@@ -7,6 +7,7 @@ account of each way, and what that means for 1,000 accounts.
 
     python -m bank_pipeline_tests.bench daily_scale            # 50 accounts, a sample of 10 one by one
     BENCH_SCALE_ACCOUNTS=20 python -m bank_pipeline_tests.bench daily_scale
+    BENCH_SCALE_ACCOUNTS=1000 python -m bank_pipeline_tests.bench daily_scale   # the whole population
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from bank_pipeline.orchestration.partitions import (
 )
 from bank_pipeline.orchestration.schedules import daily_run_requests
 from bank_pipeline.runner import import_job
+from bank_pipeline.simulator.generator import MAX_MULTI
 from bank_pipeline_tests.bench._harness import connected_user, reset_sim_stats, sim_stats
 
 TODAY = dt.date(2026, 11, 20)
@@ -48,8 +50,10 @@ def _execute(job, instance, requests) -> tuple[float, float]:
 
 def run(args) -> None:
     size = int(os.environ.get("BENCH_SCALE_ACCOUNTS") or (10 if args.quick else 50))
-    if not 1 <= size <= 50:
-        raise SystemExit(f"BENCH_SCALE_ACCOUNTS must be 1..50 (the simulator's multi-N user), got {size}")
+    if not 1 <= size <= MAX_MULTI:
+        raise SystemExit(
+            f"BENCH_SCALE_ACCOUNTS must be 1..{MAX_MULTI} (the simulator's multi-N user), got {size}"
+        )
     sample = max(1, min(size, 3 if args.quick else 10))
     tick = dt.datetime.combine(TODAY, dt.time(6, 0), tzinfo=dt.timezone.utc)
     with clock.pinned(TODAY):
