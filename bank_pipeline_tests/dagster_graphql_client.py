@@ -164,6 +164,13 @@ class BackfillResult:
         return min(starts) - self.launched_at if starts else None
 
     @property
+    def time_to_last_end(self) -> float | None:
+        """Launch → the last run ended: when every partition's data has landed (the backfill itself
+        is marked complete at the daemon's next tick)."""
+        ends = [r.ended for r in self.runs if r.ended]
+        return max(ends) - self.launched_at if ends else None
+
+    @property
     def runs_span(self) -> float | None:
         """First run started → last run ended: the work itself, without the daemon's tick phase
         (Dagster's backfill daemon looks at backfills every 30 s, so wall time carries 0–60 s of

@@ -85,8 +85,10 @@ def _describe(label: str, result: BackfillResult, calls: int | None = None) -> s
     first = f"{result.time_to_first_run:.1f}s" if result.time_to_first_run is not None else "-"
     started = f"{result.time_to_first_start:.1f}s" if result.time_to_first_start is not None else "-"
     span = f"{result.runs_span:.1f}s" if result.runs_span is not None else "-"
+    landed = f"{result.time_to_last_end:.1f}s" if result.time_to_last_end is not None else "-"
     text = (f"    {label:<8} wall {result.wall_seconds:6.1f}s  runs {len(result.runs):3d} {result.run_statuses}  "
-            f"first run created {first}, started {started}, runs span {span}  status {result.status}")
+            f"first run created {first}, started {started}, runs span {span}, last run ended {landed}  "
+            f"status {result.status}")
     if calls is not None:
         text += f"  Data API calls {calls}"
     return text
@@ -167,8 +169,10 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                         print(f"    run {failed.run_id[:8]} failed: " + " | ".join(gql.failure_reasons(failed.run_id))[:600],
                               flush=True)
                     if (case.days, case.accounts) == (60, 3):
+                        landed = results[side].time_to_last_end
                         print(f"    vs 112 s before issue 8: {TODAY_112S / results[side].wall_seconds:.1f}x faster "
-                              "(target >= 3x)", flush=True)
+                              f"on wall, {TODAY_112S / landed:.1f}x to the last run's end (the data landed; the "
+                              "backfill is marked complete at the daemon's next 30 s tick) (target >= 3x)", flush=True)
                 if len(results) == 2:
                     ratio = results["project"].wall_seconds / results["trivial"].wall_seconds
                     print(f"    ratio project / trivial: {ratio:.2f} on wall time (target <= 1.5)", flush=True)
