@@ -1,8 +1,8 @@
 """deploy/postgres's event log (orchestration/postgres_storage.py) reads back as dagster-postgres's own.
 
-A new run's planned events and a step's materializations are written in batches there; these fail
-if the batches stop reaching the storage (a Dagster upgrade) or if the UI would read back anything
-different from what the stock dagster-postgres storage gives it.
+A new run's planned events and a step's materializations are written in batches there, on pooled
+connections; these fail if the batches stop reaching the storage (a Dagster upgrade), if the pool is
+bypassed, or if the UI would read back anything different from what stock dagster-postgres gives it.
 """
 
 from __future__ import annotations
@@ -20,14 +20,25 @@ from bank_pipeline_tests.instance_support import postgres_storage_config
 pytestmark = pytest.mark.postgres
 
 
-def _outcome(tmp_path, name: str, overrides: dict) -> tuple[tuple, int, type]:
-    """(what Dagster reads back, event-log rows) for the two runs on a fresh instance."""
+def _outcome(tmp_path, name: str, overrides: dict, database: str) -> tuple[tuple, int, type, int]:
+    """(what Dagster reads back, event-log rows, event-log class, PostgreSQL connections opened to
+    `database` meanwhile) for the two runs on a fresh instance."""
     (tmp_path / name).mkdir()
+    opened = []
+
+    def on_connect(dbapi_connection, _record) -> None:
+        if dbapi_connection.get_dsn_parameters().get("dbname") == database:
+            opened.append(1)
+
     with dg.instance_for_test(temp_dir=str(tmp_path / name), overrides=overrides) as instance:
-        outcome = event_log_outcome(instance)
+        sa.event.listen(sa.pool.Pool, "connect", on_connect)
+        try:
+            outcome = event_log_outcome(instance)
+        finally:
+            sa.event.remove(sa.pool.Pool, "connect", on_connect)
         with instance.event_log_storage.index_connection() as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one()
-        return outcome, rows, type(instance.event_log_storage)
+        return outcome, rows, type(instance.event_log_storage), len(opened)
 
 
 def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monkeypatch):
@@ -35,8 +46,10 @@ def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monk
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
     one_by_one = events_written_one_by_one(monkeypatch, BatchedPostgresEventLogStorage)
     with fresh_dagster_database() as stock_url, fresh_dagster_database() as batched_url:
-        stock, stock_rows, stock_class = _outcome(tmp_path, "stock", {"storage": {"postgres": {"postgres_url": stock_url}}})
-        batched, batched_rows, batched_class = _outcome(tmp_path, "batched", postgres_storage_config(batched_url))
+        stock, stock_rows, stock_class, stock_connections = _outcome(
+            tmp_path, "stock", {"storage": {"postgres": {"postgres_url": stock_url}}}, sa.make_url(stock_url).database)
+        batched, batched_rows, batched_class, batched_connections = _outcome(
+            tmp_path, "batched", postgres_storage_config(batched_url), sa.make_url(batched_url).database)
 
     assert (stock_class, batched_class) == (PostgresEventLogStorage, BatchedPostgresEventLogStorage)
     assert batched == stock
@@ -49,3 +62,6 @@ def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monk
     # ...and the batched storage wrote none of the planned events or materializations one by one.
     batched_types = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
     assert one_by_one and not [t for t in one_by_one if t in batched_types]
+    # Its connections are pooled (dagster-postgres opens one per statement outside the webserver);
+    # the run and schedule storages stay dagster-postgres's own.
+    assert batched_connections < stock_connections / 3, (batched_connections, stock_connections)

@@ -34,9 +34,7 @@ watcher instead, as dagster-postgres does.
 
 from __future__ import annotations
 
-import os
 import threading
-import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -49,12 +47,12 @@ from dagster._core.storage.runs import SqliteRunStorage
 from dagster._core.storage.schedules import SqliteScheduleStorage
 
 from bank_pipeline.orchestration.event_batching import BatchedAssetEvents
+from bank_pipeline.orchestration.pooled_engines import forget_at_fork
 
 PRAGMAS = {"journal_mode": "wal", "synchronous": 1}  # as `PRAGMA x` reads them back; 1 = NORMAL
 BUSY_TIMEOUT_SECONDS = 30  # Dagster's own for its SQLite storages
 MAX_RUN_SHARD_ENGINES = 8  # a webserver reads many runs' shards; keep the recent ones open
 
-_ENGINES: weakref.WeakSet[sa.Engine] = weakref.WeakSet()
 
 def _set_pragmas(dbapi_connection, _record) -> None:
     cursor = dbapi_connection.cursor()
@@ -69,17 +67,7 @@ def tuned_engine(conn_string: str) -> sa.Engine:
     """A pooled engine whose every new SQLite connection is in WAL mode with synchronous=NORMAL."""
     engine = sa.create_engine(conn_string, connect_args={"timeout": BUSY_TIMEOUT_SECONDS})
     sa.event.listen(engine, "connect", _set_pragmas)
-    _ENGINES.add(engine)
-    return engine
-
-
-def _forget_parent_connections() -> None:
-    # A forked child must not use (or close) the parent's pooled SQLite connections.
-    for engine in list(_ENGINES):
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_parent_connections)
+    return forget_at_fork(engine)
 
 
 @contextmanager
