@@ -23,7 +23,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -61,6 +61,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BANK_PIPELINE_ENRICHER": settings.enricher,
         "BANK_PIPELINE_SCHEDULE_CRON": settings.schedule_cron,
         "BANK_PIPELINE_INITIAL_BACKFILL_DAYS": str(settings.initial_backfill_days),
+        "BANK_PIPELINE_ACCOUNTS_PER_RUN": str(settings.accounts_per_run),
+        "BANK_PIPELINE_FETCH_CONCURRENCY": str(settings.fetch_concurrency),
     }
     if settings.client_id:
         env["TRUELAYER_CLIENT_ID"] = settings.client_id
@@ -211,13 +213,16 @@ def _wait_ready(services: DagsterServices, locations: list[str], timeout: float)
     )
 
 
-def _create_storage(dagster_home: Path) -> None:
+def _create_storage(dagster_home: Path, setup: Callable | None = None) -> None:
     """Create the instance's tables once, here: a webserver and a daemon starting together on an
-    empty SQLite home would both stamp its Alembic version table (two heads; neither starts)."""
+    empty SQLite home would both stamp its Alembic version table (two heads; neither starts).
+    `setup(instance)`, if given, runs then, before either process starts."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs_count()
+        if setup is not None:
+            setup(instance)
 
 
 @contextlib.contextmanager
@@ -246,12 +251,15 @@ def dagster_services(
     instance_overrides: dict | None = None,
     extra_modules: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    setup: Callable | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
 ) -> Iterator[DagsterServices]:
     """Start webserver + daemon on a fresh DAGSTER_HOME under `workdir`; always stop both after.
 
     The subprocesses get the test's clock offset (read now, so they agree with this process),
-    this worktree on PYTHONPATH, and `settings` as environment variables.
+    this worktree on PYTHONPATH, and `settings` as environment variables. `setup(instance)` runs on
+    the fresh instance before they start (e.g. registering account partitions before any sensor or
+    schedule ticks).
     """
     dagster_home = Path(workdir) / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=False)
@@ -259,7 +267,7 @@ def dagster_services(
     workspace = dagster_home / "workspace.yaml"
     workspace.write_text(yaml.safe_dump(workspace_yaml(extra_modules)))
     locations = ["bank_pipeline", *extra_modules]
-    _create_storage(dagster_home)
+    _create_storage(dagster_home, setup)
 
     env = dict(os.environ)
     apply_event_log_defaults(env)  # as `make ui` does
