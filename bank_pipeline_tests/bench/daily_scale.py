@@ -231,7 +231,7 @@ def _report(tick: Tick) -> float:
           f"{tick.statuses}, Data API calls {tick.calls}, wall {tick.wall:.1f}s (tick -> last run ended; "
           f"{per_account:.2f}s per account)", flush=True)
     print(f"    tick at {dt.datetime.fromtimestamp(tick.scheduled, dt.timezone.utc):%H:%M:%S} UTC -> first run created "
-          f"+{min(created) - tick.scheduled:.1f}s, first started +{min(started) - tick.scheduled:.1f}s; runs span "
+          f"+{min(created) - tick.scheduled:.1f}s, last created +{max(created) - tick.scheduled:.1f}s, first started +{min(started) - tick.scheduled:.1f}s; runs span "
           f"(first start -> last end) {tick.last_end - min(started):.1f}s", flush=True)
     print(f"    run duration (start -> end) {_spread(durations)}; queue + process start-up (created -> started) {_spread(waits)}",
           flush=True)
@@ -245,6 +245,14 @@ def _report(tick: Tick) -> float:
           f"{tick.ledger_after} after (+{tick.ledger_after - tick.ledger_before}); schedule ticks "
           f"{[t['status'] for t in reversed(tick.ticks)]}; other runs launched meanwhile {tick.other_runs or 'none'}", flush=True)
     return per_account
+
+
+def _max_concurrent_runs() -> int:
+    import yaml
+
+    from bank_pipeline_tests.dagster_services import REPO_ROOT
+
+    return yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["max_concurrent_runs"]
 
 
 def _run_daemon(args) -> None:
@@ -264,7 +272,7 @@ def _run_daemon(args) -> None:
         per_run = per_run or Settings.from_env().accounts_per_run
         print(f"daily import through dagster-webserver + dagster-daemon: yesterday + the look-back, {LATENCY_MS} ms "
               f"per bank call, PostgreSQL app DB, dagster-postgres storage (deploy/postgres's classes), the "
-              f"repository's run queue; simulator history {SIM_HISTORY_DAYS} days per account, generated on first "
+              f"repository's run queue (at most {_max_concurrent_runs()} runs at once); simulator history {SIM_HISTORY_DAYS} days per account, generated on first "
               f"read; analytics automation {'ON' if sensors else 'OFF (DAILY_SCALE_SENSORS=on to include it)'}",
               flush=True)
         baseline = _daily_tick("one run per account", sim, f"multi-{sample}", 1, sensors, Path(tmp) / "baseline")
