@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import os
 import shutil
 import signal
@@ -71,6 +72,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     if settings.psu_ip:
         env["TRUELAYER_PSU_IP"] = settings.psu_ip
     return env
+
+
+def one_tick_cron(timezone: str, not_before_seconds: float = 75) -> tuple[str, dt.datetime]:
+    """A cron (for BANK_PIPELINE_SCHEDULE_CRON, in the schedule's `timezone`) that fires once: at
+    the first minute boundary at least `not_before_seconds` from now on the wall clock, which is
+    the daemon's, then not for a year. (An every-minute cron would launch the daily runs again
+    each minute: Dagster's run keys are unique per tick time, not across ticks.) Returns the
+    cron and that instant (UTC)."""
+    from zoneinfo import ZoneInfo
+
+    earliest = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=not_before_seconds)
+    at = (earliest + dt.timedelta(minutes=1)).replace(second=0, microsecond=0).astimezone(ZoneInfo(timezone))
+    return f"{at.minute} {at.hour} {at.day} {at.month} *", at.astimezone(dt.timezone.utc)
 
 
 def instance_yaml(dagster_home: Path, storage: dict | None = None, overrides: dict | None = None) -> dict:

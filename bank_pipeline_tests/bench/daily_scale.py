@@ -5,8 +5,8 @@ The user's path: the simulator's `multi-N` user connected through the real OAuth
 PostgreSQL application database, Dagster on deploy/postgres's storage classes (a fresh
 database), a week of history landed first (in-process, before the daemon starts; not measured),
 then `dagster-webserver` + `dagster-daemon run` start and the **daily schedule** ticks: its cron
-is every minute, so the daemon fires it at the first minute boundary and later ticks request the
-same run keys (Dagster launches nothing twice). The runs import yesterday + the 3-day look-back
+(BANK_PIPELINE_SCHEDULE_CRON) names one minute a minute or two ahead, so the daemon fires it
+once, on its own clock. The runs import yesterday + the 3-day look-back
 with 100 ms per bank call, queued and launched by the daemon (the repository's dagster.yaml run
 queue). Measured from the instance (GraphQL): runs launched and their statuses, the tick's
 scheduled time → the last run's end (wall), the runs' durations and queue waits, time in each
@@ -72,8 +72,8 @@ HISTORY_FIRST, HISTORY_LAST = TODAY - dt.timedelta(days=8), TODAY - dt.timedelta
 HISTORY_ACCOUNTS_PER_RUN = 200
 SCHEDULE = "daily_import_schedule"
 SCHEDULE_TAG = "dagster/schedule_name"
-EVERY_MINUTE = "* * * * *"
 TICK_TIMEOUT = 1800
+ANALYTICS_WATCH_SECONDS = 150  # DAILY_SCALE_SENSORS=on: watch the automation this long after the imports
 POSTGRES_ENV = "BANK_PIPELINE_TEST_POSTGRES_URL"
 DEFAULT_POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
@@ -105,7 +105,7 @@ class Tick:
     window: tuple[dt.date, dt.date]  # the daily window's days
     ledger_before: int  # ledger rows booked in the window
     ledger_after: int
-    other_runs: dict[str, int]  # runs launched beside the schedule's while the daemon ran (e.g. analytics automation)
+    other_runs: list  # runs launched beside the schedule's while the daemon ran (e.g. analytics automation)
 
     @property
     def last_end(self) -> float:
@@ -172,14 +172,18 @@ def _daily_tick(label: str, sim, user: str, per_run: int, sensors: bool, workdir
     from bank_pipeline.connections.flow import connect
     from bank_pipeline.db import make_engine
     from bank_pipeline_tests.dagster_graphql_client import DagsterGraphQL
-    from bank_pipeline_tests.dagster_services import dagster_services, postgres_dagster_database
+    from bank_pipeline_tests.dagster_services import (
+        dagster_services,
+        one_tick_cron,
+        postgres_dagster_database,
+    )
     from bank_pipeline_tests.fixtures.database import postgres_schema_url
     from bank_pipeline_tests.fixtures.pipeline import settings_for
 
     workdir.mkdir()
     with postgres_schema_url() as app_url, postgres_dagster_database() as storage:
         settings = settings_for(app_url, sim, workdir / "home", unattended_daily_budget=100_000,
-                                accounts_per_run=per_run, schedule_cron=EVERY_MINUTE)
+                                accounts_per_run=per_run)
         started = time.perf_counter()
         with contextlib.redirect_stdout(io.StringIO()):  # connect lists every account
             result = connect(settings, simulator_user=user, open_browser=False, timeout=300)
@@ -194,16 +198,22 @@ def _daily_tick(label: str, sim, user: str, per_run: int, sensors: bool, workdir
               f"{HISTORY_FIRST}..{HISTORY_LAST} landed in {history:.1f}s ({HISTORY_ACCOUNTS_PER_RUN} accounts a run, "
               "in-process, not measured)", flush=True)
         reset_sim_stats(sim)
+        cron, due = one_tick_cron(settings.timezone)
+        settings = dataclasses.replace(settings, schedule_cron=cron)
         started = time.perf_counter()
         services_started = time.time()
         overrides = None if sensors else NO_ANALYTICS_AUTOMATION
         with dagster_services(settings, workdir, storage=storage, instance_overrides=overrides) as services:
-            print(f"    webserver + daemon ready in {time.perf_counter() - started:.1f}s; waiting for the "
-                  f"schedule's tick ({math.ceil(len(keys) / per_run)} runs of up to {per_run})", flush=True)
+            print(f"    webserver + daemon ready in {time.perf_counter() - started:.1f}s; the schedule's cron "
+                  f"'{cron}' fires at {due:%H:%M} UTC (once) ({math.ceil(len(keys) / per_run)} runs of up to {per_run})", flush=True)
             gql = DagsterGraphQL(services.url)
             runs = gql.wait_for_runs({SCHEDULE_TAG: SCHEDULE}, math.ceil(len(keys) / per_run), timeout=TICK_TIMEOUT,
                                      alive=services.check_alive, progress=lambda text: print(f"    ... {text}", flush=True))
             calls = sim_stats(sim).get("data_api_calls")
+            if sensors:  # what the automation launches after the imports (its sensor ticks every 60 s)
+                for _ in range(ANALYTICS_WATCH_SECONDS):
+                    services.check_alive()
+                    time.sleep(1)
             ticks = gql.schedule_ticks(SCHEDULE)
             ours = {r.run_id for r in runs}
             other = [r for r in gql.runs() if r.run_id not in ours and r.created >= services_started]
@@ -212,12 +222,8 @@ def _daily_tick(label: str, sim, user: str, per_run: int, sensors: bool, workdir
         scheduled = min(t["timestamp"] for t in fired) if fired else min(r.created for r in runs)
         after = _ledger_rows(engine, first, last)
         engine.dispose()
-        launched_by = Counter(
-            f"{r.tags.get('dagster/sensor_name') or r.tags.get('bank_pipeline/trigger') or 'other'} {r.status}"
-            for r in other
-        )
         return Tick(label, len(keys), per_run, scheduled, runs, ticks, steps, calls, (first, last), before, after,
-                    dict(launched_by))
+                    other)
 
 
 def _report(tick: Tick) -> float:
@@ -243,7 +249,15 @@ def _report(tick: Tick) -> float:
         print(f"      {key:<50} {sum(values):7.1f}s in all, {_spread(values)}", flush=True)
     print(f"    ledger rows {tick.window[0]}..{tick.window[1]}: {tick.ledger_before} before, "
           f"{tick.ledger_after} after (+{tick.ledger_after - tick.ledger_before}); schedule ticks "
-          f"{[t['status'] for t in reversed(tick.ticks)]}; other runs launched meanwhile {tick.other_runs or 'none'}", flush=True)
+          f"{[t['status'] for t in reversed(tick.ticks)]}", flush=True)
+    if tick.other_runs:
+        by = Counter(f"{r.tags.get('dagster/sensor_name') or r.tags.get('bank_pipeline/trigger') or 'other'} {r.status}"
+                     for r in tick.other_runs)
+        spans = [f"+{r.started - tick.scheduled:.0f}s..+{r.ended - tick.scheduled:.0f}s" if r.started and r.ended
+                 else r.status for r in tick.other_runs]
+        print(f"    other runs launched while the daemon ran: {dict(by)}, from the tick {spans}", flush=True)
+    else:
+        print("    no other run launched while the daemon ran", flush=True)
     return per_account
 
 
