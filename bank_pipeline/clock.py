@@ -47,6 +47,17 @@ def today_in(timezone: str) -> dt.date:
     return now().astimezone(ZoneInfo(timezone)).date()
 
 
+def from_wall(instant: dt.datetime) -> dt.datetime:
+    """A real-clock instant (e.g. the time Dagster's daemon scheduled a tick for: it runs on the
+    wall clock) read on the pipeline's clock, shifted like `now()`."""
+    return instant + dt.timedelta(seconds=_offset_seconds())
+
+
+def to_wall(instant: dt.datetime) -> dt.datetime:
+    """The real-clock instant at which the pipeline's clock reads `instant` (`from_wall`'s inverse)."""
+    return instant - dt.timedelta(seconds=_offset_seconds())
+
+
 def offset_for(instant: dt.datetime) -> float:
     """The `BANK_PIPELINE_CLOCK_OFFSET` that makes the clock read `instant` right now."""
     if instant.tzinfo is None:

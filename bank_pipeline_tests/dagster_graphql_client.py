@@ -1,6 +1,6 @@
 """What the Dagster UI does, as plain calls to the webserver's GraphQL API.
 
-Launch an asset backfill (`launchPartitionBackfill`, as the UI's "Materialize… → Launch backfill"
+Follow a schedule's ticks and the runs they launched; launch an asset backfill (`launchPartitionBackfill`, as the UI's "Materialize… → Launch backfill"
 does), follow it to the end (`partitionBackfillOrError` + the runs tagged `dagster/backfill`), and
 read each partition's status as the Partitions tab shows it (`assetPartitionStatuses`). Queries
 follow the schema of the installed dagster_graphql package.
@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import time
+from collections import Counter
 from collections.abc import Iterable
 
 import httpx
@@ -116,6 +117,15 @@ query RunFailures($runId: ID!) {
   }
 }"""
 
+SCHEDULE_TICKS = """
+query Ticks($selector: ScheduleSelector!, $limit: Int) {
+  scheduleOrError(scheduleSelector: $selector) {
+    __typename
+    ... on Schedule { scheduleState { ticks(limit: $limit) { tickId status timestamp runIds skipReason error { message } } } }
+    ... on Error { message }
+  }
+}"""
+
 WORKSPACE = """
 {
   workspaceOrError {
@@ -181,10 +191,12 @@ class BackfillResult:
 
     @property
     def run_statuses(self) -> dict[str, int]:
-        counts: dict[str, int] = {}
-        for run in self.runs:
-            counts[run.status] = counts.get(run.status, 0) + 1
-        return counts
+        return run_statuses(self.runs)
+
+
+def run_statuses(runs: Iterable[BackfillRun]) -> dict[str, int]:
+    """{status: number of runs}, e.g. {"SUCCESS": 20}."""
+    return dict(Counter(run.status for run in runs))
 
 
 def _date_range(first: str, last: str) -> list[str]:
@@ -345,6 +357,39 @@ class DagsterGraphQL:
                 return
             time.sleep(poll)
         raise GraphQLError(f"runs still active after {timeout:.0f}s: {[(r.run_id[:8], r.status) for r in busy]}")
+
+    def wait_for_runs(
+        self, tags: dict[str, str], expected: int, *, timeout: float = 540, poll: float = 1.0, alive=None, progress=None,
+    ) -> list[BackfillRun]:
+        """Until at least `expected` runs carry `tags` and all of them have ended (e.g. a schedule's
+        tick: `{"dagster/schedule_name": name}`). `progress(text)` is told every 30 s."""
+        deadline = time.monotonic() + timeout
+        told = time.monotonic()
+        while True:
+            if alive:
+                alive()
+            runs = self.runs(tags)
+            ended = sum(r.status in TERMINAL_RUN_STATUSES for r in runs)
+            if len(runs) >= expected and ended == len(runs):
+                return runs
+            if time.monotonic() > deadline:
+                raise GraphQLError(f"runs tagged {tags}: {len(runs)} of {expected} launched, {ended} ended "
+                                   f"after {timeout:.0f}s")
+            if progress and time.monotonic() - told >= 30:
+                told = time.monotonic()
+                progress(f"{len(runs)} of {expected} runs launched, {ended} ended")
+            time.sleep(poll)
+
+    # --- schedules ----------------------------------------------------------------------------
+
+    def schedule_ticks(self, schedule: str, location: str = "bank_pipeline", limit: int = 20) -> list[dict]:
+        """The schedule's latest ticks, newest first, as its page in the UI lists them
+        (`tickId status timestamp runIds skipReason error`)."""
+        selector = {"repositoryLocationName": location, "repositoryName": "__repository__", "scheduleName": schedule}
+        answer = self.query(SCHEDULE_TICKS, {"selector": selector, "limit": limit})["scheduleOrError"]
+        if answer["__typename"] != "Schedule":
+            raise GraphQLError(f"schedule {schedule}: {answer['__typename']}: {answer.get('message')}")
+        return answer["scheduleState"]["ticks"]
 
     # --- partition status (the Partitions tab) ------------------------------------------------
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
+import datetime as dt
 import os
 import shutil
 import signal
@@ -23,7 +24,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -61,6 +62,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
         "BANK_PIPELINE_ENRICHER": settings.enricher,
         "BANK_PIPELINE_SCHEDULE_CRON": settings.schedule_cron,
         "BANK_PIPELINE_INITIAL_BACKFILL_DAYS": str(settings.initial_backfill_days),
+        "BANK_PIPELINE_ACCOUNTS_PER_RUN": str(settings.accounts_per_run),
+        "BANK_PIPELINE_FETCH_CONCURRENCY": str(settings.fetch_concurrency),
     }
     if settings.client_id:
         env["TRUELAYER_CLIENT_ID"] = settings.client_id
@@ -69,6 +72,19 @@ def settings_env(settings: Settings) -> dict[str, str]:
     if settings.psu_ip:
         env["TRUELAYER_PSU_IP"] = settings.psu_ip
     return env
+
+
+def one_tick_cron(timezone: str, not_before_seconds: float = 75) -> tuple[str, dt.datetime]:
+    """A cron (for BANK_PIPELINE_SCHEDULE_CRON, in the schedule's `timezone`) that fires once: at
+    the first minute boundary at least `not_before_seconds` from now on the wall clock, which is
+    the daemon's, then not for a year. (An every-minute cron would launch the daily runs again
+    each minute: Dagster's run keys are unique per tick time, not across ticks.) Returns the
+    cron and that instant (UTC)."""
+    from zoneinfo import ZoneInfo
+
+    earliest = dt.datetime.now(dt.timezone.utc) + dt.timedelta(seconds=not_before_seconds)
+    at = (earliest + dt.timedelta(minutes=1)).replace(second=0, microsecond=0).astimezone(ZoneInfo(timezone))
+    return f"{at.minute} {at.hour} {at.day} {at.month} *", at.astimezone(dt.timezone.utc)
 
 
 def instance_yaml(dagster_home: Path, storage: dict | None = None, overrides: dict | None = None) -> dict:
@@ -211,13 +227,16 @@ def _wait_ready(services: DagsterServices, locations: list[str], timeout: float)
     )
 
 
-def _create_storage(dagster_home: Path) -> None:
+def _create_storage(dagster_home: Path, setup: Callable | None = None) -> None:
     """Create the instance's tables once, here: a webserver and a daemon starting together on an
-    empty SQLite home would both stamp its Alembic version table (two heads; neither starts)."""
+    empty SQLite home would both stamp its Alembic version table (two heads; neither starts).
+    `setup(instance)`, if given, runs then, before either process starts."""
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(dagster_home)) as instance:
         instance.get_runs_count()
+        if setup is not None:
+            setup(instance)
 
 
 @contextlib.contextmanager
@@ -246,12 +265,15 @@ def dagster_services(
     instance_overrides: dict | None = None,
     extra_modules: tuple[str, ...] = (),
     extra_env: dict[str, str] | None = None,
+    setup: Callable | None = None,
     startup_timeout: float = STARTUP_TIMEOUT_SECONDS,
 ) -> Iterator[DagsterServices]:
     """Start webserver + daemon on a fresh DAGSTER_HOME under `workdir`; always stop both after.
 
     The subprocesses get the test's clock offset (read now, so they agree with this process),
-    this worktree on PYTHONPATH, and `settings` as environment variables.
+    this worktree on PYTHONPATH, and `settings` as environment variables. `setup(instance)` runs on
+    the fresh instance before they start (e.g. registering account partitions before any sensor or
+    schedule ticks).
     """
     dagster_home = Path(workdir) / "dagster_home"
     dagster_home.mkdir(parents=True, exist_ok=False)
@@ -259,7 +281,7 @@ def dagster_services(
     workspace = dagster_home / "workspace.yaml"
     workspace.write_text(yaml.safe_dump(workspace_yaml(extra_modules)))
     locations = ["bank_pipeline", *extra_modules]
-    _create_storage(dagster_home)
+    _create_storage(dagster_home, setup)
 
     env = dict(os.environ)
     apply_event_log_defaults(env)  # as `make ui` does

@@ -8,6 +8,7 @@ import dagster as dg
 import pytest
 import sqlalchemy as sa
 
+from bank_pipeline import clock
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, connections
 from bank_pipeline.orchestration.partitions import (
@@ -24,6 +25,7 @@ from bank_pipeline.orchestration.partitions import (
     transaction_partitions,
 )
 from bank_pipeline.orchestration.resources import AppDatabase, default_resources
+from bank_pipeline_tests.fixtures.clock import TODAY
 
 
 def _truelayer() -> dict:
@@ -80,8 +82,9 @@ def test_daily_schedule_requests_yesterday_plus_lookback_for_every_account(monke
     keys = ["acur01", "asav02", "acard3"]
     with dg.instance_for_test() as instance:
         sync_account_partitions(instance, keys)
-        # 06:00 London on 21 Nov: the last complete day is the 20th; look-back 3 → 17th..20th.
-        tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
+        # 06:00 London on 21 Nov: the last complete day is the 20th; look-back 3 → 17th..20th. The
+        # daemon hands the tick's time on the wall clock.
+        tick = clock.to_wall(dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc))
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, resources=_truelayer())
         requests = list(daily_import_schedule.evaluate_tick(context).run_requests)
         assert len(requests) == 1  # up to 50 accounts (the default) share a run
@@ -92,6 +95,21 @@ def test_daily_schedule_requests_yesterday_plus_lookback_for_every_account(monke
         # Same tick again: same run keys, so Dagster launches nothing twice.
         again = list(daily_import_schedule.evaluate_tick(context).run_requests)
         assert [r.run_key for r in again] == [r.run_key for r in requests]
+
+
+def test_daily_schedule_reads_the_daemons_wall_clock_tick_on_the_pipelines_clock():
+    """The daemon ticks on the real clock; the days a tick imports follow the pipeline's clock
+    (BANK_PIPELINE_CLOCK_OFFSET, pinned here to TODAY), as every other process of the deployment."""
+    from bank_pipeline.orchestration.schedules import daily_import_schedule
+
+    with dg.instance_for_test() as instance:
+        sync_account_partitions(instance, ["acur01"])
+        wall_now = dt.datetime.now(dt.timezone.utc)  # what the daemon passes, whatever the real date
+        context = dg.build_schedule_context(instance=instance, scheduled_execution_time=wall_now, resources=_truelayer())
+        (request,) = daily_import_schedule.evaluate_tick(context).run_requests
+        yesterday = TODAY - dt.timedelta(days=1)  # the clock reads TODAY 12:00 UTC
+        days = [yesterday - dt.timedelta(days=n) for n in range(3, -1, -1)]
+        assert _partitions_of(request.tags, instance) == {partition_key("acur01", d) for d in days}
 
 
 def test_daily_runs_group_accounts_in_partition_order_and_cover_each_once():
@@ -259,7 +277,7 @@ def test_schedule_ticks_use_the_resource_config_the_ui_shows(monkeypatch):
     keys = ["acur01", "asav02"]
     with dg.instance_for_test() as instance:
         sync_account_partitions(instance, keys)
-        tick = dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc)
+        tick = clock.to_wall(dt.datetime(2026, 11, 21, 6, 0, tzinfo=dt.timezone.utc))
         context = dg.build_schedule_context(instance=instance, scheduled_execution_time=tick, resources={"truelayer": truelayer})
         requests = list(daily_import_schedule.evaluate_tick(context).run_requests)
         assert len(requests) == 2  # one account per run

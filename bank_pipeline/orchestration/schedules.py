@@ -69,5 +69,7 @@ def daily_import_schedule(context: dg.ScheduleEvaluationContext, truelayer: True
     keys = context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME)
     if not keys:
         return dg.SkipReason("no accounts registered yet: run `bank-pipeline connect`")
-    tick = context.scheduled_execution_time or clock.now()
+    # Dagster's daemon schedules ticks on the wall clock; the days they import are the pipeline's.
+    scheduled = context.scheduled_execution_time
+    tick = clock.from_wall(scheduled) if scheduled else clock.now()
     return daily_run_requests(keys, tick, truelayer.timezone, truelayer.lookback_days, truelayer.accounts_per_run)
