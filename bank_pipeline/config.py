@@ -35,6 +35,11 @@ class ConfigError(BankPipelineError, ValueError):
     """A setting is missing or malformed; the message names the variable to fix."""
 
 
+# A run names every account it holds in one Dagster run tag (`bank_pipeline/accounts`, ~14 bytes
+# an account); dagster-postgres indexes run tags, and a PostgreSQL btree row holds at most 2,704
+# bytes, so a run over ~190 accounts could not even be created. 100 leaves room.
+MAX_ACCOUNTS_PER_RUN = 100
+
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
     return value if value not in (None, "") else default
@@ -50,10 +55,11 @@ def _int(name: str, default: int) -> int:
         raise ConfigError(f"{name} must be a whole number, got {raw!r}") from exc
 
 
-def _positive_int(name: str, default: int) -> int:
+def _positive_int(name: str, default: int, most: int | None = None) -> int:
     value = _int(name, default)
-    if value < 1:
-        raise ConfigError(f"{name} must be a whole number of at least 1, got {value}")
+    if value < 1 or (most is not None and value > most):
+        bounds = f"from 1 to {most}" if most is not None else "of at least 1"
+        raise ConfigError(f"{name} must be a whole number {bounds}, got {value}")
     return value
 
 
@@ -196,6 +202,6 @@ class Settings:
             enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
             enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
             enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
-            accounts_per_run=_positive_int("BANK_PIPELINE_ACCOUNTS_PER_RUN", 50),
+            accounts_per_run=_positive_int("BANK_PIPELINE_ACCOUNTS_PER_RUN", 50, MAX_ACCOUNTS_PER_RUN),
             fetch_concurrency=_positive_int("BANK_PIPELINE_FETCH_CONCURRENCY", 8),
         )

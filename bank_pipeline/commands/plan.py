@@ -8,7 +8,7 @@ from decimal import Decimal, InvalidOperation
 from zoneinfo import ZoneInfo
 
 from bank_pipeline.cli_args import add_account_filter, add_date_range, int_between
-from bank_pipeline.config import Settings
+from bank_pipeline.config import MAX_ACCOUNTS_PER_RUN, Settings
 
 
 def _price(value: str) -> Decimal:
@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="plan the daily import of every active account instead: runs, bank calls, estimated time",
     )
     parser.add_argument(
-        "--accounts-per-run", type=int_between(1, 100_000, "a number of accounts"), metavar="N",
+        "--accounts-per-run", type=int_between(1, MAX_ACCOUNTS_PER_RUN, "a number of accounts"), metavar="N",
         help="with --daily: accounts a run covers (default: BANK_PIPELINE_ACCOUNTS_PER_RUN)",
     )  # fmt: skip
     parser.add_argument(
