@@ -2,6 +2,9 @@
 
 Each looks only at the account-days of the run it follows (from the run's partition tags), so a
 daily run checks a few days, not the whole ledger; a run without partition tags checks everything.
+The checks are partitioned like the asset: an unpartitioned check on a partitioned asset makes
+Dagster list every partition of the asset (every account × every day since the start) when it
+records the check's target, which took 40 s a check at 1,000 accounts.
 """
 
 import dagster as dg
@@ -10,7 +13,11 @@ import sqlalchemy as sa
 from bank_pipeline import quality
 from bank_pipeline.db.schema import accounts
 from bank_pipeline.orchestration.assets import loaded_transactions
-from bank_pipeline.orchestration.partitions import account_keys_from_tags, days_from_tags
+from bank_pipeline.orchestration.partitions import (
+    account_keys_from_tags,
+    days_from_tags,
+    transaction_partitions,
+)
 from bank_pipeline.orchestration.resources import AppDatabase
 
 
@@ -41,7 +48,10 @@ def _nothing_found(name: str, found: list, scope: quality.LedgerScope | None, **
     )
 
 
-@dg.asset_check(asset=loaded_transactions, description="No stable TrueLayer id appears twice in an account.")
+@dg.asset_check(
+    asset=loaded_transactions, partitions_def=transaction_partitions,
+    description="No stable TrueLayer id appears twice in an account.",
+)
 def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
     scope = run_scope(context, engine)
@@ -49,7 +59,7 @@ def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: 
 
 
 @dg.asset_check(
-    asset=loaded_transactions,
+    asset=loaded_transactions, partitions_def=transaction_partitions,
     description="Running balances add up between consecutive transactions; a gap means a missing one.",
 )
 def running_balances_continuous(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
@@ -59,7 +69,10 @@ def running_balances_continuous(context: dg.AssetCheckExecutionContext, database
     return _nothing_found("gaps", gaps, scope, severity=dg.AssetCheckSeverity.WARN)
 
 
-@dg.asset_check(asset=loaded_transactions, description="Every quarantined row has been explained or resolved.")
+@dg.asset_check(
+    asset=loaded_transactions, partitions_def=transaction_partitions,
+    description="Every quarantined row has been explained or resolved.",
+)
 def quarantine_explained(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
     scope = run_scope(context, engine)
