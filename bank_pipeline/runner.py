@@ -18,6 +18,7 @@ import dagster as dg
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from bank_pipeline.config import Settings
+from bank_pipeline.orchestration.checks import LEDGER_CHECKS_JOB_NAME, checks_after_failure
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
 from bank_pipeline.orchestration.resources import default_resources
@@ -36,9 +37,10 @@ def ensure_dagster_home(settings: Settings) -> Path:
     return home
 
 
-def import_job(settings: Settings) -> dg.JobDefinition:
-    """The import job of `bank_pipeline.definitions.defs` (its assets, checks and job), with the
-    resources bound to `settings` instead (e.g. a simulator on another port)."""
+def import_job(settings: Settings, name: str = IMPORT_JOB_NAME) -> dg.JobDefinition:
+    """The import job of `bank_pipeline.definitions.defs` (its assets, checks and jobs), with the
+    resources bound to `settings` instead (e.g. a simulator on another port); `name` picks
+    another job of the same definitions (`ledger_checks`)."""
     from bank_pipeline.definitions import defs
 
     apply_event_log_defaults()  # the event-log batching this process's runs write with (tuning.py)
@@ -53,7 +55,7 @@ def import_job(settings: Settings) -> dg.JobDefinition:
     # thread; an instance that was closed or collected since then makes that read fail ("undefined
     # DagsterInstance weakref"). These definitions keep no defs state, so resolve them with none.
     with set_defs_state_storage(None):
-        return bound.resolve_job_def(IMPORT_JOB_NAME)
+        return bound.resolve_job_def(name)
 
 
 @dataclass
@@ -89,6 +91,17 @@ def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
             if data.error:
                 return data.error.message.strip()
     return "run failed"
+
+
+def _check_after_failure(instance: dg.DagsterInstance, settings: Settings, run_id: str) -> None:
+    """What the daemon's `ledger_checks_after_failure_sensor` does for UI runs: a run that failed
+    before its checks is followed by the checks alone, so they show the ledger, not the failure."""
+    tags = checks_after_failure(instance, instance.get_run_by_id(run_id))
+    if tags is not None:
+        import_job(settings, LEDGER_CHECKS_JOB_NAME).execute_in_process(
+            instance=instance, tags=tags, raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+        )
 
 
 def run_imports(
@@ -127,6 +140,8 @@ def run_imports(
         tags = {**range_tags(key, a, b), **(extra_tags or {})}
         result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
+        if not result.success:
+            _check_after_failure(instance, settings, result.run_id)
         error = None if result.success else _failure_reason(result)
         outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error, a, b)
         outcomes.append(outcome)

@@ -2,7 +2,8 @@
 
 Follow a schedule's ticks and the runs they launched; launch an asset backfill (`launchPartitionBackfill`, as the UI's "Materialize… → Launch backfill"
 does), follow it to the end (`partitionBackfillOrError` + the runs tagged `dagster/backfill`), and
-read each partition's status as the Partitions tab shows it (`assetPartitionStatuses`). Queries
+read each partition's status as the Partitions tab shows it (`assetPartitionStatuses`) and each
+asset check's as the Checks tab shows it (`assetChecksOrError`). Queries
 follow the schema of the installed dagster_graphql package.
 """
 
@@ -91,6 +92,41 @@ query Statuses($key: AssetKeyInput!) {
               __typename
               ... on DefaultPartitionStatuses { materializedPartitions failedPartitions materializingPartitions }
               ... on TimePartitionStatuses { ranges { startKey endKey status } }
+            }
+          }
+        }
+      }
+    }
+    ... on AssetNotFoundError { message }
+  }
+}"""
+
+ASSET_CHECKS = """
+query Checks($key: AssetKeyInput!) {
+  assetNodeOrError(assetKey: $key) {
+    __typename
+    ... on AssetNode {
+      assetChecksOrError {
+        __typename
+        ... on AssetChecks {
+          checks {
+            name
+            executionForLatestMaterialization { runId status }
+            partitionStatuses {
+              __typename
+              ... on AssetCheckMultiPartitionStatuses {
+                primaryDimensionName
+                ranges {
+                  primaryDimStartKey primaryDimEndKey
+                  secondaryDim {
+                    __typename
+                    ... on AssetCheckDefaultPartitionStatuses {
+                      succeededPartitions failedPartitions inProgressPartitions skippedPartitions executionFailedPartitions
+                    }
+                    ... on AssetCheckTimePartitionStatuses { ranges { startKey endKey status } }
+                  }
+                }
+              }
             }
           }
         }
@@ -212,6 +248,25 @@ def _statuses_1d(block: dict) -> dict[str, str]:
         out.update({key: MATERIALIZING for key in block["materializingPartitions"]})
         return out
     return {day: r["status"] for r in block["ranges"] for day in _date_range(r["startKey"], r["endKey"])}
+
+
+def _check_statuses_1d(block: dict) -> dict[str, str]:
+    """{key: SUCCEEDED | FAILED | IN_PROGRESS | SKIPPED | EXECUTION_FAILED} from one dimension's block."""
+    if block["__typename"] == "AssetCheckDefaultPartitionStatuses":
+        fields = {"succeededPartitions": "SUCCEEDED", "failedPartitions": "FAILED", "inProgressPartitions": "IN_PROGRESS",
+                  "skippedPartitions": "SKIPPED", "executionFailedPartitions": "EXECUTION_FAILED"}
+        return {key: status for field, status in fields.items() for key in block[field]}
+    return {day: r["status"] for r in block["ranges"] for day in _date_range(r["startKey"], r["endKey"])}
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckView:
+    """One asset check as the asset's Checks tab shows it: the latest execution and each partition's status."""
+
+    name: str
+    latest_run_id: str | None
+    latest_status: str | None
+    partitions: dict[str, str]
 
 
 class DagsterGraphQL:
@@ -414,6 +469,31 @@ class DagsterGraphQL:
                     values = dict(sorted({primary: primary_key, secondary: secondary_key}.items()))
                     out["|".join(values.values())] = status
         return out
+
+    def asset_checks(self, asset_key: str, dims: tuple[str, str] = ("account", "date")) -> dict[str, CheckView]:
+        """The asset's checks as its Checks tab shows them; multi-partition keys "<account>|<date>"."""
+        node = self.query(ASSET_CHECKS, {"key": {"path": asset_key.split("/")}})["assetNodeOrError"]
+        if node["__typename"] != "AssetNode":
+            raise GraphQLError(f"asset {asset_key}: {node.get('message')}")
+        answer = node["assetChecksOrError"]
+        if answer["__typename"] != "AssetChecks":
+            raise GraphQLError(f"checks of {asset_key}: {answer['__typename']}")
+        views = {}
+        for check in answer["checks"]:
+            latest = check["executionForLatestMaterialization"] or {}
+            partitions: dict[str, str] = {}
+            statuses = check["partitionStatuses"] or {"__typename": None}
+            if statuses["__typename"] == "AssetCheckMultiPartitionStatuses":
+                primary = statuses["primaryDimensionName"]
+                secondary = next(name for name in dims if name != primary)
+                for block in statuses["ranges"]:
+                    inner = _check_statuses_1d(block["secondaryDim"])
+                    for primary_key in _date_range(block["primaryDimStartKey"], block["primaryDimEndKey"]):
+                        for secondary_key, status in inner.items():
+                            values = dict(sorted({primary: primary_key, secondary: secondary_key}.items()))
+                            partitions["|".join(values.values())] = status
+            views[check["name"]] = CheckView(check["name"], latest.get("runId"), latest.get("status"), partitions)
+        return views
 
     def status_of(self, asset_key: str, partition_keys: Iterable[str]) -> dict[str, str]:
         """{key: status} for exactly these keys, MISSING for those never materialized or failed."""

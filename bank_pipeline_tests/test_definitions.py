@@ -17,12 +17,13 @@ def test_the_code_locations_definitions_load_and_validate():
 
     dg.Definitions.validate_loadable(defs)  # keys, names, asset jobs, resources, partition mappings
     repository = defs.get_repository_def()
-    assert {job.name for job in repository.get_all_jobs()} >= {"import_transactions"}
+    assert {job.name for job in repository.get_all_jobs()} >= {"import_transactions", "ledger_checks"}
     assert {s.name for s in repository.schedule_defs} == {"daily_import_schedule"}
     assert {s.name for s in repository.sensor_defs} == {
         "webhook_events_sensor",
         "account_partitions_sensor",
         "record_failures_sensor",
+        "ledger_checks_after_failure_sensor",
         "analytics_automation",
     }
     assert set(defs.resources) == {"database", "truelayer", "enrichment_model"}

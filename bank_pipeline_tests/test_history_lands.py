@@ -5,6 +5,7 @@ per-account failures that show as failed partitions in the Dagster instance.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 
 import dagster as dg
@@ -183,3 +184,81 @@ def _assert_partitions(pipe, key: str, first: dt.date, last: dt.date, status) ->
 def dagster_instance(postgres_dagster_instance):
     """A year of account-days is ~10k Dagster events: dagster-postgres batches them."""
     return postgres_dagster_instance
+
+
+def _check_statuses(pipe, keys: list[str]) -> dict[str, dict[str, str]]:
+    """Each ledger check's status per partition, as the UI's asset-check partition view reads it."""
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    from bank_pipeline.orchestration.checks import ledger_checks
+    from bank_pipeline.orchestration.partitions import transaction_partitions
+
+    out: dict[str, dict[str, str]] = {}
+    for check in ledger_checks:
+        check_key = check.check_key
+        with partition_loading_context(dynamic_partitions_store=pipe.instance):
+            state = pipe.instance.event_log_storage.get_asset_check_state([(check_key, transaction_partitions)])[check_key]
+        by_partition = {}
+        for status, subset in state.subsets.items():
+            for key in set(subset.subset_value.get_partition_keys()) & set(keys):
+                by_partition[key] = status.value
+        out[check_key.name] = by_partition
+    return out
+
+
+def _latest_check_executions(pipe) -> dict[str, tuple]:
+    """Each ledger check's latest execution and its status, as the UI's check summary resolves it."""
+    from dagster._core.loader import LoadingContextForTest
+
+    from bank_pipeline.orchestration.checks import ledger_checks
+
+    records = pipe.instance.event_log_storage.get_latest_asset_check_execution_by_key([c.check_key for c in ledger_checks])
+    context = LoadingContextForTest(pipe.instance)
+    return {key.name: (record, asyncio.run(record.resolve_status(context)).value) for key, record in records.items()}
+
+
+def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure(pipeline_factory):
+    """Dagster shows a planned check of a failed run as "Execution failed" (red): a run that fails
+    at fetch is followed by the checks alone over its partitions (issue 8, failures in plain sight)."""
+    from bank_pipeline.orchestration.checks import (
+        CHECKS_AFTER_TAG,
+        LEDGER_CHECKS_JOB_NAME,
+        checks_after_failure,
+    )
+    from bank_pipeline.orchestration.partitions import partition_key
+
+    # A run outside the schedule may spend 2 of the 4 unattended calls a day: the first run spends them.
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
+    key = pipe.keys[0]
+    first, last = TODAY - dt.timedelta(days=3), YESTERDAY
+    days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
+    keys = [partition_key(key, day) for day in days]
+    [landed] = pipe.run(first, last, [key])
+    assert checks_after_failure(pipe.instance, pipe.instance.get_run_by_id(landed.run_id)) is None
+    before = pipe.ledger_rows()
+
+    [failed] = pipe.run(first, last, [key], require_success=False)
+
+    assert not failed.success and "deferred" in failed.error
+    # The failed run planned its checks and never ran them.
+    planned = pipe.instance.get_records_for_run(
+        failed.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED).records
+    ran = pipe.instance.get_records_for_run(failed.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION).records
+    assert planned and not ran
+    # The checks alone ran after it, over its partitions, and passed on what the ledger holds.
+    [checks_run] = pipe.instance.get_runs(dg.RunsFilter(tags={CHECKS_AFTER_TAG: failed.run_id}))
+    assert checks_run.job_name == LEDGER_CHECKS_JOB_NAME and checks_run.status == dg.DagsterRunStatus.SUCCESS
+    latest = _latest_check_executions(pipe)
+    assert {name: (record.run_id, status) for name, (record, status) in latest.items()} == dict.fromkeys(
+        ("no_duplicate_transactions", "running_balances_continuous", "quarantine_explained"),
+        (checks_run.run_id, "SUCCEEDED"),
+    )
+    # Per partition (a run over a range of days records one evaluation for the range): planned in a
+    # run that succeeded, so "Skipped", not "Execution failed".
+    statuses = _check_statuses(pipe, keys)
+    assert statuses == {name: dict.fromkeys(keys, "SKIPPED") for name in latest}, statuses
+    # The partitions themselves still show the failure, and nothing landed twice.
+    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.FAILED)
+    assert pipe.ledger_rows() == before
+    # A `ledger_checks` run is never followed by another one.
+    assert checks_after_failure(pipe.instance, checks_run) is None

@@ -9,7 +9,9 @@ The simulator enforces the bank's 4-unattended-calls-a-day rule throughout.
 The user connects with `bank-pipeline connect`, which (issue 8) imports the account's history as
 attended calls, so the backfill's days have landed before it starts. Issue 8 behaviour required:
 - a backfill over settled, landed days replays them from the raw store with 0 bank calls;
-- an account whose fetch fails marks its partitions FAILED in the instance (not missing).
+- an account whose fetch fails marks its partitions FAILED in the instance (not missing), and
+  the ledger checks of its runs, which never ran, are not shown as failed: the daemon runs them
+  alone afterwards (`ledger_checks_after_failure_sensor`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import datetime as dt
 
 import pytest
 
+from bank_pipeline.orchestration.checks import CHECKS_AFTER_TAG
 from bank_pipeline.orchestration.partitions import partition_key, sync_account_partitions
 from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 from bank_pipeline_tests.dagster_graphql_client import (
@@ -129,3 +132,16 @@ def test_partitions_that_cannot_be_fetched_show_as_failed_in_the_ui(session):
         assert not wrong, f"{asset}: {len(wrong)} of {len(keys)} partitions not FAILED, e.g. {list(wrong.items())[:3]}"
     # Nothing that had landed was lost or duplicated.
     assert pipe.ledger_rows() == before
+    # [issue 8: checks of a run that failed before them are not shown as failed] Each failed run
+    # is followed by a `ledger_checks` run over its partitions, launched by the daemon's sensor.
+    checks_runs = [
+        gql.wait_for_runs({CHECKS_AFTER_TAG: run.run_id}, 1, timeout=BACKFILL_TIMEOUT, alive=session.services.check_alive)
+        for run in result.runs
+    ]
+    assert all(len(runs) == 1 and runs[0].status == "SUCCESS" for runs in checks_runs), checks_runs
+    views = gql.asset_checks("loaded_transactions")
+    assert set(views) == {"no_duplicate_transactions", "running_balances_continuous", "quarantine_explained"}
+    for view in views.values():
+        assert view.latest_status == "SUCCEEDED" and view.latest_run_id in {r[0].run_id for r in checks_runs}, view
+        shown = {key: view.partitions.get(key) for key in keys}
+        assert not {k: s for k, s in shown.items() if s in ("FAILED", "EXECUTION_FAILED")}, (view.name, shown)

@@ -5,6 +5,11 @@ daily run checks a few days, not the whole ledger; a run without partition tags 
 The checks are partitioned like the asset: an unpartitioned check on a partitioned asset makes
 Dagster list every partition of the asset (every account × every day since the start) when it
 records the check's target, which took 40 s a check at 1,000 accounts.
+
+A run that fails before its checks (budget deferred, consent expired) leaves them planned, and
+Dagster shows a planned check of a failed run as "Execution failed", in red, beside the asset:
+a failed import would look like a failed ledger. So such a run is followed by a `ledger_checks`
+run over the same partitions (`checks_after_failure`), and the checks show what the ledger holds.
 """
 
 import dagster as dg
@@ -14,6 +19,10 @@ from bank_pipeline import quality
 from bank_pipeline.db.schema import accounts
 from bank_pipeline.orchestration.assets import loaded_transactions
 from bank_pipeline.orchestration.partitions import (
+    ACCOUNT_TAG,
+    ACCOUNTS_TAG,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     account_keys_from_tags,
     days_from_tags,
     transaction_partitions,
@@ -86,3 +95,37 @@ def quarantine_explained(context: dg.AssetCheckExecutionContext, database: AppDa
 
 
 ledger_checks = [no_duplicate_transactions, running_balances_continuous, quarantine_explained]
+
+
+LEDGER_CHECKS_JOB_NAME = "ledger_checks"
+CHECKS_AFTER_TAG = "bank_pipeline/checks_after"
+"""On a `ledger_checks` run: the failed run whose checks it stands in for."""
+_PARTITION_TAGS = ("dagster/partition", RANGE_START_TAG, RANGE_END_TAG, ACCOUNT_TAG, ACCOUNTS_TAG)
+
+ledger_checks_job = dg.define_asset_job(
+    LEDGER_CHECKS_JOB_NAME,
+    selection=dg.AssetSelection.checks(*ledger_checks),
+    partitions_def=transaction_partitions,
+    executor_def=dg.in_process_executor,
+    description="The ledger checks alone, over a failed import run's partitions (its own checks never ran).",
+)
+
+
+def checks_after_failure(instance: dg.DagsterInstance, run: dg.DagsterRun) -> dict[str, str] | None:
+    """The tags of the `ledger_checks` run that stands in for `run`'s checks, or None when none is
+    due: the run is not a failed partition run, or its checks ran (a failed check is a finding, not
+    something to paper over), or it is itself a `ledger_checks` run."""
+    if run.job_name == LEDGER_CHECKS_JOB_NAME or run.status != dg.DagsterRunStatus.FAILURE:
+        return None
+    if days_from_tags(run.tags) is None:
+        return None
+
+    def check_names(event_type: dg.DagsterEventType) -> set[str]:
+        records = instance.get_records_for_run(run.run_id, of_type=event_type, limit=10_000).records
+        return {record.event_log_entry.dagster_event.event_specific_data.check_name for record in records}
+
+    planned = check_names(dg.DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED)
+    if not planned - check_names(dg.DagsterEventType.ASSET_CHECK_EVALUATION):
+        return None
+    tags = {name: value for name, value in run.tags.items() if name in _PARTITION_TAGS}
+    return {**tags, CHECKS_AFTER_TAG: run.run_id}

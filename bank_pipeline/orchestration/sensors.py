@@ -1,4 +1,5 @@
-"""Sensors: webhook events → runs, account partitions in step with the database, failures recorded."""
+"""Sensors: webhook events → runs, account partitions in step with the database, failures recorded,
+and the ledger checked after a run that failed before its checks."""
 
 
 import datetime as dt
@@ -10,6 +11,7 @@ from sqlalchemy import Engine
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts
+from bank_pipeline.orchestration.checks import CHECKS_AFTER_TAG, checks_after_failure, ledger_checks_job
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.partitions import (
     ACCOUNTS_PARTITIONS_NAME,
@@ -209,3 +211,17 @@ def record_failures_sensor(context: dg.RunFailureSensorContext, database: AppDat
     message = step_failure_reason(context.instance, run.run_id) or context.failure_event.message or "run failed"
     keys = record_run_failure(database.get_engine(), run.run_id, dict(run.tags), message)
     context.log.info(f"recorded failure of run {run.run_id} on accounts {keys}")
+
+
+@dg.run_failure_sensor(
+    request_job=ledger_checks_job,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="After a run that failed before its ledger checks ran, runs them over its partitions, so the "
+    "checks show the ledger's state instead of Dagster's 'Execution failed'.",
+)
+def ledger_checks_after_failure_sensor(context: dg.RunFailureSensorContext):
+    run = context.dagster_run
+    tags = checks_after_failure(context.instance, run)
+    if tags is None:
+        return dg.SkipReason(f"run {run.run_id}: its checks ran, or it is not an import of partitions")
+    return dg.RunRequest(run_key=f"{CHECKS_AFTER_TAG}:{run.run_id}", tags=tags)
