@@ -35,7 +35,10 @@ def duplicate_provider_ids(engine: Engine, scope: LedgerScope | None = None) -> 
     the same stable id, loaded as new instead of corrected, shows up here."""
     t = transactions
     query = _within(
-        sa.select(t.c.account_id, t.c.normalised_provider_transaction_id, sa.func.count().label("copies")),
+        sa.select(
+            t.c.account_id, t.c.normalised_provider_transaction_id, sa.func.count().label("copies"),
+            sa.func.min(t.c.booking_date).label("first_day"), sa.func.max(t.c.booking_date).label("last_day"),
+        ),
         t.c.account_id, t.c.booking_date, scope,
     )
     query = (
@@ -45,7 +48,14 @@ def duplicate_provider_ids(engine: Engine, scope: LedgerScope | None = None) -> 
         .limit(50)
     )
     with engine.connect() as conn:
-        return [dict(row._mapping) for row in conn.execute(query)]
+        rows = [dict(row._mapping) for row in conn.execute(query)]
+    for row in rows:  # SQLite answers min/max of a date column as text
+        row["first_day"], row["last_day"] = (_as_date(row["first_day"]), _as_date(row["last_day"]))
+    return rows
+
+
+def _as_date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 def _chain(start: Decimal, rows: list, tolerance: Decimal, pending: list[Decimal]) -> tuple[Decimal, list]:
@@ -133,7 +143,15 @@ def running_balance_gaps(
 
 def unexplained_quarantine(engine: Engine, scope: LedgerScope | None = None) -> int:
     """Quarantined rows nobody has resolved or explained yet."""
+    return sum(unexplained_quarantine_by_day(engine, scope).values())
+
+
+def unexplained_quarantine_by_day(engine: Engine, scope: LedgerScope | None = None) -> dict[tuple[int, dt.date], int]:
+    """Those rows counted per (account id, day they were fetched for)."""
     q = quarantine
-    query = _within(sa.select(sa.func.count()).select_from(q), q.c.account_id, q.c.partition_date, scope)
+    query = _within(
+        sa.select(q.c.account_id, q.c.partition_date, sa.func.count()).where(q.c.resolved_at.is_(None)),
+        q.c.account_id, q.c.partition_date, scope,
+    ).group_by(q.c.account_id, q.c.partition_date)
     with engine.connect() as conn:
-        return conn.execute(query.where(q.c.resolved_at.is_(None))).scalar_one()
+        return {(account_id, _as_date(day)): n for account_id, day, n in conn.execute(query)}

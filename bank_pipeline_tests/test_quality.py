@@ -131,3 +131,56 @@ def test_the_checks_follow_the_runs_partitions(sqlite_url):
     assert clean_day["running_balances_continuous"].metadata["scope"].value == "1 account(s), 2026-03-03 to 2026-03-03"
     gap_day = check_results(dt.date(2026, 3, 2))
     assert not gap_day["running_balances_continuous"].passed
+
+
+def test_a_run_over_a_range_shows_each_partitions_own_check_result(sqlite_url):
+    """Dagster records a range run's check once, for no partition (each partition would show
+    "Skipped"): the checks add one result per partition, so the gap's day alone shows as failed."""
+    import dagster as dg
+    from dagster._core.definitions.partitions.context import partition_loading_context
+
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.orchestration.checks import ledger_checks
+    from bank_pipeline.orchestration.partitions import (
+        RANGE_END_TAG,
+        RANGE_START_TAG,
+        partition_key,
+        transaction_partitions,
+    )
+    from bank_pipeline.orchestration.resources import AppDatabase
+
+    engine = make_engine(sqlite_url)
+    _ledger(engine, POSTINGS, skip={3})  # the gap is on 2026-03-02, account "aq1"
+    with engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id)).scalar_one()
+        conn.execute(quarantine.insert().values(account_id=account_id, partition_date=dt.date(2026, 3, 3),
+                                                reason="bad", payload="{}", created_at=utcnow()))
+
+    @dg.asset(name="loaded_transactions", partitions_def=transaction_partitions,
+              backfill_policy=dg.BackfillPolicy.single_run())
+    def stand_in() -> None:
+        """Stands in for the loaded asset: the checks read the ledger, not the asset's output."""
+
+    days = {str(partition_key("aq1", dt.date(2026, 3, d))): d for d in (1, 2, 3)}
+    with dg.instance_for_test() as instance:
+        instance.add_dynamic_partitions("accounts", ["aq1"])
+        result = dg.materialize(
+            [stand_in, *ledger_checks], instance=instance, resources={"database": AppDatabase(url=sqlite_url)},
+            tags={RANGE_START_TAG: partition_key("aq1", dt.date(2026, 3, 1)),
+                  RANGE_END_TAG: partition_key("aq1", dt.date(2026, 3, 3))},
+        )
+        assert result.success
+        shown = {}
+        for check in ledger_checks:
+            with partition_loading_context(dynamic_partitions_store=instance):
+                state = instance.event_log_storage.get_asset_check_state(
+                    [(check.check_key, transaction_partitions)])[check.check_key]
+            shown[check.check_key.name] = {
+                days[key]: status.value for status, subset in state.subsets.items()
+                for key in subset.subset_value.get_partition_keys() if key in days
+            }
+    assert shown == {
+        "no_duplicate_transactions": {1: "SUCCEEDED", 2: "SUCCEEDED", 3: "SUCCEEDED"},
+        "running_balances_continuous": {1: "SUCCEEDED", 2: "FAILED", 3: "SUCCEEDED"},
+        "quarantine_explained": {1: "SUCCEEDED", 2: "SUCCEEDED", 3: "FAILED"},
+    }

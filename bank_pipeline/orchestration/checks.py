@@ -10,36 +10,104 @@ A run that fails before its checks (budget deferred, consent expired) leaves the
 Dagster shows a planned check of a failed run as "Execution failed", in red, beside the asset:
 a failed import would look like a failed ledger. So such a run is followed by a `ledger_checks`
 run over the same partitions (`checks_after_failure`), and the checks show what the ledger holds.
+Each partition gets its own result (`report_partitions`), not only the run's range.
 """
+
+import datetime as dt
+import json
+from collections.abc import Collection
 
 import dagster as dg
 import sqlalchemy as sa
+from dagster._core.definitions.asset_checks.asset_check_evaluation import (
+    AssetCheckEvaluationTargetMaterializationData,
+)
 
 from bank_pipeline import quality
 from bank_pipeline.db.schema import accounts
-from bank_pipeline.orchestration.assets import loaded_transactions
+from bank_pipeline.orchestration.assets import PER_PARTITION_METADATA_MAX, loaded_transactions
 from bank_pipeline.orchestration.partitions import (
     ACCOUNT_TAG,
     ACCOUNTS_TAG,
     RANGE_END_TAG,
     RANGE_START_TAG,
     account_keys_from_tags,
+    days_by_account,
     days_from_tags,
+    partition_key,
     transaction_partitions,
 )
 from bank_pipeline.orchestration.resources import AppDatabase
 
 
-def run_scope(context: dg.AssetCheckExecutionContext, engine: sa.Engine) -> quality.LedgerScope | None:
-    """The run's account-days as a LedgerScope (None when the run names no partitions)."""
+def run_scope(context: dg.AssetCheckExecutionContext, engine: sa.Engine) -> tuple[quality.LedgerScope | None, dict[str, int]]:
+    """The run's account-days as a LedgerScope (None when the run names no partitions), and every
+    account's id by its key."""
+    with engine.connect() as conn:
+        ids_by_key = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.id)).all())
     tags = context.run.tags
     days = days_from_tags(tags)
     if days is None:
-        return None
-    with engine.connect() as conn:
-        ids_by_key = dict(conn.execute(sa.select(accounts.c.account_key, accounts.c.id)).all())
+        return None, ids_by_key
     keys = account_keys_from_tags(tags, ids_by_key)
-    return quality.LedgerScope(tuple(ids_by_key[k] for k in keys if k in ids_by_key), days[0], days[1])
+    return quality.LedgerScope(tuple(ids_by_key[k] for k in keys if k in ids_by_key), days[0], days[1]), ids_by_key
+
+
+def report_partitions(
+    context: dg.AssetCheckExecutionContext,
+    check_name: str,
+    failing: Collection[tuple[int, dt.date]],
+    ids_by_key: dict[str, int],
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+) -> None:
+    """One evaluation per partition of a run over a range, passed unless (account id, day) is in
+    `failing`. Dagster records a range run's check result for no partition (it gives a result a
+    partition only in a one-partition run), so each partition would show "Skipped"; with these
+    they show Succeeded or Failed. Runs over more than PER_PARTITION_METADATA_MAX partitions keep
+    the one result (an event per partition and check costs what per-partition metadata does)."""
+    op = context.op_execution_context
+    if op.has_partition_key or not op.has_partition_key_range:
+        return
+    keys = op.partition_keys
+    if len(keys) > PER_PARTITION_METADATA_MAX:
+        return
+    targets = _latest_materializations(context.instance, keys)
+    for account_key, days in days_by_account(keys).items():
+        account_id = ids_by_key.get(account_key)
+        for day in days:
+            key = str(partition_key(account_key, day))
+            op.log_event(dg.AssetCheckEvaluation(
+                asset_key=loaded_transactions.key,
+                check_name=check_name,
+                passed=(account_id, day) not in failing,
+                metadata={},
+                severity=severity,
+                partition=key,
+                target_materialization_data=targets.get(key),
+            ))
+
+
+def _latest_materializations(
+    instance: dg.DagsterInstance, keys: list[str]
+) -> dict[str, AssetCheckEvaluationTargetMaterializationData]:
+    """Each partition's latest `loaded_transactions` materialization, which a check result names as
+    what it checked: Dagster shows a partition's result only while it names the latest one."""
+    asset_key = loaded_transactions.key
+    latest = instance.event_log_storage.get_latest_storage_id_by_partition(
+        asset_key, dg.DagsterEventType.ASSET_MATERIALIZATION, partitions=set(keys)
+    )
+    if not latest:
+        return {}
+    records = instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=asset_key, storage_ids=list(latest.values())), limit=len(latest)
+    ).records
+    return {
+        record.partition_key: AssetCheckEvaluationTargetMaterializationData(
+            storage_id=record.storage_id, run_id=record.run_id, timestamp=record.timestamp
+        )
+        for record in records
+        if record.partition_key is not None
+    }
 
 
 def _scope_metadata(scope: quality.LedgerScope | None) -> dict:
@@ -52,7 +120,7 @@ def _nothing_found(name: str, found: list, scope: quality.LedgerScope | None, **
     """Passes when `found` is empty; its count under `name`, the first ten and the scope as metadata."""
     return dg.AssetCheckResult(
         passed=not found,
-        metadata={name: len(found), "examples": dg.MetadataValue.json(found[:10]), **_scope_metadata(scope)},
+        metadata={name: len(found), "examples": dg.MetadataValue.json(json.loads(json.dumps(found[:10], default=str))), **_scope_metadata(scope)},
         **result,
     )
 
@@ -63,8 +131,11 @@ def _nothing_found(name: str, found: list, scope: quality.LedgerScope | None, **
 )
 def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
-    scope = run_scope(context, engine)
-    return _nothing_found("duplicates", quality.duplicate_provider_ids(engine, scope), scope)
+    scope, ids_by_key = run_scope(context, engine)
+    found = quality.duplicate_provider_ids(engine, scope)
+    failing = {(row["account_id"], day) for row in found for day in (row["first_day"], row["last_day"])}
+    report_partitions(context, "no_duplicate_transactions", failing, ids_by_key)
+    return _nothing_found("duplicates", found, scope)
 
 
 @dg.asset_check(
@@ -73,8 +144,10 @@ def no_duplicate_transactions(context: dg.AssetCheckExecutionContext, database: 
 )
 def running_balances_continuous(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
-    scope = run_scope(context, engine)
+    scope, ids_by_key = run_scope(context, engine)
     gaps = quality.running_balance_gaps(engine, scope=scope)
+    failing = {(gap["account_id"], dt.date.fromisoformat(gap["booking_date"])) for gap in gaps}
+    report_partitions(context, "running_balances_continuous", failing, ids_by_key, dg.AssetCheckSeverity.WARN)
     return _nothing_found("gaps", gaps, scope, severity=dg.AssetCheckSeverity.WARN)
 
 
@@ -84,8 +157,10 @@ def running_balances_continuous(context: dg.AssetCheckExecutionContext, database
 )
 def quarantine_explained(context: dg.AssetCheckExecutionContext, database: AppDatabase) -> dg.AssetCheckResult:
     engine = database.get_engine()
-    scope = run_scope(context, engine)
-    open_rows = quality.unexplained_quarantine(engine, scope)
+    scope, ids_by_key = run_scope(context, engine)
+    by_day = quality.unexplained_quarantine_by_day(engine, scope)
+    report_partitions(context, "quarantine_explained", by_day, ids_by_key, dg.AssetCheckSeverity.WARN)
+    open_rows = sum(by_day.values())
     return dg.AssetCheckResult(
         passed=open_rows == 0,
         severity=dg.AssetCheckSeverity.WARN,
