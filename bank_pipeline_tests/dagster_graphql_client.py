@@ -250,6 +250,21 @@ def _statuses_1d(block: dict) -> dict[str, str]:
     return {day: r["status"] for r in block["ranges"] for day in _date_range(r["startKey"], r["endKey"])}
 
 
+def _expand_multi(statuses: dict, dims: Iterable[str], statuses_1d) -> dict[str, str]:
+    """{"<account>|<date>": status} from a multi-partition block: ranges of the primary (date)
+    dimension, each with the other dimension's statuses (dimension values in name order)."""
+    primary = statuses["primaryDimensionName"]
+    secondary = next(name for name in dims if name != primary)
+    out: dict[str, str] = {}
+    for block in statuses["ranges"]:
+        inner = statuses_1d(block["secondaryDim"])
+        for primary_key in _date_range(block["primaryDimStartKey"], block["primaryDimEndKey"]):
+            for secondary_key, status in inner.items():
+                values = dict(sorted({primary: primary_key, secondary: secondary_key}.items()))
+                out["|".join(values.values())] = status
+    return out
+
+
 def _check_statuses_1d(block: dict) -> dict[str, str]:
     """{key: SUCCEEDED | FAILED | IN_PROGRESS | SKIPPED | EXECUTION_FAILED} from one dimension's block."""
     if block["__typename"] == "AssetCheckDefaultPartitionStatuses":
@@ -459,16 +474,7 @@ class DagsterGraphQL:
         if statuses["__typename"] != "MultiPartitionStatuses":
             return _statuses_1d(statuses)
         dims = [d["name"] for d in node["partitionDefinition"]["dimensionTypes"]]
-        primary = statuses["primaryDimensionName"]
-        secondary = next(name for name in dims if name != primary)
-        out: dict[str, str] = {}
-        for block in statuses["ranges"]:
-            inner = _statuses_1d(block["secondaryDim"])
-            for primary_key in _date_range(block["primaryDimStartKey"], block["primaryDimEndKey"]):
-                for secondary_key, status in inner.items():
-                    values = dict(sorted({primary: primary_key, secondary: secondary_key}.items()))
-                    out["|".join(values.values())] = status
-        return out
+        return _expand_multi(statuses, dims, _statuses_1d)
 
     def asset_checks(self, asset_key: str, dims: tuple[str, str] = ("account", "date")) -> dict[str, CheckView]:
         """The asset's checks as its Checks tab shows them; multi-partition keys "<account>|<date>"."""
@@ -484,14 +490,7 @@ class DagsterGraphQL:
             partitions: dict[str, str] = {}
             statuses = check["partitionStatuses"] or {"__typename": None}
             if statuses["__typename"] == "AssetCheckMultiPartitionStatuses":
-                primary = statuses["primaryDimensionName"]
-                secondary = next(name for name in dims if name != primary)
-                for block in statuses["ranges"]:
-                    inner = _check_statuses_1d(block["secondaryDim"])
-                    for primary_key in _date_range(block["primaryDimStartKey"], block["primaryDimEndKey"]):
-                        for secondary_key, status in inner.items():
-                            values = dict(sorted({primary: primary_key, secondary: secondary_key}.items()))
-                            partitions["|".join(values.values())] = status
+                partitions = _expand_multi(statuses, dims, _check_statuses_1d)
             views[check["name"]] = CheckView(check["name"], latest.get("runId"), latest.get("status"), partitions)
         return views
 
