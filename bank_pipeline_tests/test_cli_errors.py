@@ -45,8 +45,11 @@ def test_categorize_with_the_largest_id_reaches_the_database_and_is_not_found(cl
         ["connect", "--redirect-port", "70000"],
         ["webhook-server", "--max-age", "-5"],
         ["demo", "--days", "1e9"],
+        # Was accepted, then an OverflowError after the user had authorised at the bank.
+        ["connect", "--history-days", "99999999999999999999", "--no-browser", "--timeout", "1"],
+        ["connect", "--history-days", "-1", "--no-browser", "--timeout", "1"],
     ],
-    ids=["warn-days", "timeout-nan", "redirect-port", "max-age", "days"],
+    ids=["warn-days", "timeout-nan", "redirect-port", "max-age", "days", "history-days", "history-days-negative"],
 )
 def test_out_of_range_options_are_one_line(cli_db, capsys, argv):
     with pytest.raises(SystemExit) as info:
@@ -79,3 +82,23 @@ def test_database_error_line_has_no_sql_parameters_or_credentials(db_url):
     assert line.startswith("the database refused the request (")
     assert "no_such_table" in line and "\n" not in line
     assert "pw-123" not in line and "SELECT" not in line  # neither the statement nor its parameters
+
+
+@pytest.mark.parametrize(
+    "argv", [["--month", "9999-12"], ["--month", "0001-01"], ["--month", "0005-06", "--months", "120"]],
+    ids=["last-month", "first-month", "months-before-year-1"],
+)
+def test_report_month_out_of_the_date_range_is_one_line(cli_db, capsys, argv):
+    """Was an OverflowError traceback: 9999-12 has no next month, 0001-01 no previous one."""
+    with pytest.raises(SystemExit) as info:
+        main(["report", *argv])
+    assert info.value.code == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: bank-pipeline report: argument --month: not a month from 1900-01 to 9998-12:")
+
+
+def test_report_months_at_the_ends_of_the_range_work(cli_db, capsys):
+    assert main(["report", "--month", "9998-12"]) == 0
+    assert main(["report", "--month", "1900-01", "--months", "120"]) == 0
+    out, err = capsys.readouterr()
+    assert out.count("no transactions in this month") == 2 and "Traceback" not in err

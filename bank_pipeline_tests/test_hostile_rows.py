@@ -192,3 +192,46 @@ def test_a_failed_fetch_whose_message_quotes_a_nul_is_still_recorded(engine):
     with engine.connect() as conn:
         error = conn.execute(sa.select(raw_fetches.c.error)).scalar_one()
     assert "not valid JSON (starts '{')" in error
+
+
+REFUSED = "REFUSED BY THE DATABASE"
+
+
+def _refuse_one_description(engine) -> None:
+    """Make the database itself refuse staged rows with description REFUSED (a trigger on SQLite,
+    a CHECK constraint on PostgreSQL): a row that passes every check of normalize_row and still
+    cannot be written."""
+    with engine.begin() as conn:
+        if engine.dialect.name == "sqlite":
+            conn.execute(
+                sa.text(
+                    "CREATE TRIGGER refuse_row BEFORE INSERT ON staged_transactions "
+                    f"WHEN NEW.description = '{REFUSED}' BEGIN SELECT RAISE(ABORT, 'refuse_row'); END"
+                )
+            )
+        else:
+            conn.execute(
+                sa.text(f"ALTER TABLE staged_transactions ADD CONSTRAINT refuse_row CHECK (description <> '{REFUSED}')")
+            )
+
+
+def test_a_row_the_database_refuses_is_quarantined_and_the_rest_load(engine):
+    """The batch write fails, the rows are written one by one, the refused one is quarantined with
+    the database's reason, and the step succeeds; a rerun sights it again without a second entry."""
+    account = make_account(engine)
+    _refuse_one_description(engine)
+    client = FakeClient(booked=_window(REFUSED))
+    _, normalized, _, load = run_pipeline(engine, client, account, DAYS, today=TODAY)
+    assert (normalized.parsed, normalized.quarantined, load.inserted) == (13, 1, 13)
+    with engine.connect() as conn:
+        (entry,) = conn.execute(sa.select(quarantine)).all()
+        staged = conn.execute(sa.select(sa.func.count()).select_from(staged_transactions)).scalar_one()
+    assert "the database refused it" in entry.reason and "refuse_row" in entry.reason, entry.reason
+    assert json.loads(entry.payload)["description"] == REFUSED and staged == 13
+    assert quality.unexplained_quarantine(engine) == 1
+
+    *_, load = run_pipeline(engine, client, account, DAYS, run_id="run-2", today=TODAY)
+    with engine.connect() as conn:
+        entries = conn.execute(sa.select(quarantine)).all()
+    assert load.inserted == 0 and count(engine, transactions) == 13
+    assert [e.seen_count for e in entries] == [2]

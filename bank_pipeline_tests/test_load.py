@@ -174,6 +174,12 @@ def test_old_pending_rows_are_kept_and_flagged_stale(engine):
         rows = dict(conn.execute(sa.select(pending_transactions.c.description, pending_transactions.c.stale)).all())
     assert rows == {"HOTEL PREAUTH": True, "NETFLIX.COM": False}
 
+    # The age is a setting: with stale_days=14 the 12-day-old pre-authorisation is not stale yet.
+    load = load_account_days(engine, account["id"], [TODAY], run_id="run-2", pending_policy=PendingPolicy(stale_days=14))
+    assert load.pending_stale == 0
+    with engine.connect() as conn:
+        assert not any(conn.execute(sa.select(pending_transactions.c.stale)).scalars())
+
 
 def test_concurrent_loads_add_each_row_once(engine):
     account = make_account(engine)

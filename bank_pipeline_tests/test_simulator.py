@@ -542,6 +542,8 @@ def test_cli_flags_are_checked():
     assert config.state_file == Path("x.json")
     for argv, message in (
         (["--today", "20/11/2026"], "--today"),
+        (["--today", "0001-01-01"], "--today must be a date from 1900-01-01"),  # 3 years of history before it
+        (["--today", "9999-12-31"], "--today must be a date from 1900-01-01"),
         (["--seed", "x"], "--seed"),
         (["--port", "99999"], "--port"),
         (["--faults", "{bad"], "--faults"),

@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--history-days",
-        type=int,
+        type=int_between(0, 36500, "a number of days"),
         default=None,
         metavar="N",
         help="days of history to import right away (default BANK_PIPELINE_HISTORY_DAYS, 730; 0: none)",

@@ -10,14 +10,20 @@ from bank_pipeline.cli_args import int_between
 from bank_pipeline.commands import configured_database
 from bank_pipeline.errors import BankPipelineError
 
+FIRST_MONTH, LAST_MONTH = "1900-01", "9998-12"  # the report also reads the months around --month
+
 
 def _month(value: str):
     from bank_pipeline.analytics.monthly import parse_month
 
     try:
-        return parse_month(value)
+        month = parse_month(value)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a month (YYYY-MM): {value!r}") from None
+    if not parse_month(FIRST_MONTH) <= month <= parse_month(LAST_MONTH):
+        # 9999-12 has no next month and 0001-01 no previous one: an OverflowError, not a report
+        raise argparse.ArgumentTypeError(f"not a month from {FIRST_MONTH} to {LAST_MONTH}: {value!r}")
+    return month
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

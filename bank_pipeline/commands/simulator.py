@@ -68,6 +68,8 @@ def build_config(args: argparse.Namespace):
             today = date.fromisoformat(args.today)
         except ValueError:
             raise BankPipelineError(f"--today must be a date as YYYY-MM-DD, got {args.today!r}") from None
+        if not date(1900, 1, 1) <= today <= date(9998, 12, 31):  # the history before it must be dates too
+            raise BankPipelineError(f"--today must be a date from 1900-01-01 to 9998-12-31, got {args.today!r}")
     faults = FaultConfig()
     if args.faults:
         text = args.faults
