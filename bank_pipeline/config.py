@@ -39,6 +39,10 @@ class ConfigError(BankPipelineError, ValueError):
 # an account); dagster-postgres indexes run tags, and a PostgreSQL btree row holds at most 2,704
 # bytes, so a run over ~190 accounts could not even be created. 100 leaves room.
 MAX_ACCOUNTS_PER_RUN = 100
+# Bounds of the other numeric settings (the CLI's --history-days takes the same 0..36,500).
+MAX_HISTORY_DAYS = 36_500
+MAX_DAYS_A_CALL = 366
+MAX_COUNT = 1_000_000
 
 def _env(name: str, default: str | None = None) -> str | None:
     value = os.environ.get(name)
@@ -56,9 +60,15 @@ def _int(name: str, default: int) -> int:
 
 
 def _positive_int(name: str, default: int, most: int | None = None) -> int:
+    return _bounded_int(name, default, 1, most)
+
+
+def _bounded_int(name: str, default: int, least: int, most: int | None) -> int:
+    """A whole number in least..most: a day count or budget far out of range would otherwise fail
+    deep inside an import (a date overflow, a negative budget) instead of naming the variable."""
     value = _int(name, default)
-    if value < 1 or (most is not None and value > most):
-        bounds = f"from 1 to {most}" if most is not None else "of at least 1"
+    if value < least or (most is not None and value > most):
+        bounds = f"from {least} to {most}" if most is not None else f"of at least {least}"
         raise ConfigError(f"{name} must be a whole number {bounds}, got {value}")
     return value
 
@@ -186,22 +196,22 @@ class Settings:
             fernet_keys=keys,
             timezone=partition_timezone(),
             start_date=partition_start_date(),
-            max_window_days=_int("BANK_PIPELINE_MAX_WINDOW_DAYS", 90),
-            lookback_days=_int("BANK_PIPELINE_LOOKBACK_DAYS", 3),
-            unattended_daily_budget=_int("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", 4),
+            max_window_days=_bounded_int("BANK_PIPELINE_MAX_WINDOW_DAYS", 90, 1, MAX_DAYS_A_CALL),
+            lookback_days=_bounded_int("BANK_PIPELINE_LOOKBACK_DAYS", 3, 0, MAX_DAYS_A_CALL),
+            unattended_daily_budget=_bounded_int("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", 4, 0, MAX_COUNT),
             enricher=(_env("BANK_PIPELINE_ENRICHER", "offline") or "offline").lower(),
             anthropic_model=_env("BANK_PIPELINE_ANTHROPIC_MODEL", "claude-haiku-4-5"),
             anthropic_api_key=_env("ANTHROPIC_API_KEY"),
             anthropic_base_url=_env("ANTHROPIC_BASE_URL"),
-            enrich_batch_size=_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 50),
+            enrich_batch_size=_bounded_int("BANK_PIPELINE_ENRICH_BATCH_SIZE", 50, 1, MAX_COUNT),
             schedule_cron=_env("BANK_PIPELINE_SCHEDULE_CRON", "0 6 * * *"),
-            initial_backfill_days=_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90),
-            backfill_reserve=_int("BANK_PIPELINE_BACKFILL_RESERVE", 2),
-            history_days=_int("BANK_PIPELINE_HISTORY_DAYS", 730),
-            enrich_queue_batch=_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25),
-            enrich_queue_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24)),
-            enrich_queue_max_delay_hours=float(_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160)),
-            enrich_batch_api_min=_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0),
+            initial_backfill_days=_bounded_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90, 0, MAX_HISTORY_DAYS),
+            backfill_reserve=_bounded_int("BANK_PIPELINE_BACKFILL_RESERVE", 2, 0, MAX_COUNT),
+            history_days=_bounded_int("BANK_PIPELINE_HISTORY_DAYS", 730, 0, MAX_HISTORY_DAYS),
+            enrich_queue_batch=_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25, 1, MAX_COUNT),
+            enrich_queue_delay_hours=float(_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24, 0, MAX_HISTORY_DAYS * 24)),
+            enrich_queue_max_delay_hours=float(_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160, 0, MAX_HISTORY_DAYS * 24)),
+            enrich_batch_api_min=_bounded_int("BANK_PIPELINE_ENRICH_BATCH_API_MIN", 0, 0, MAX_COUNT),
             accounts_per_run=_positive_int("BANK_PIPELINE_ACCOUNTS_PER_RUN", 50, MAX_ACCOUNTS_PER_RUN),
             fetch_concurrency=_positive_int("BANK_PIPELINE_FETCH_CONCURRENCY", 8),
         )

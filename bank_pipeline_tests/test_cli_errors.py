@@ -102,3 +102,33 @@ def test_report_months_at_the_ends_of_the_range_work(cli_db, capsys):
     assert main(["report", "--month", "1900-01", "--months", "120"]) == 0
     out, err = capsys.readouterr()
     assert out.count("no transactions in this month") == 2 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("name, value", [
+    ("BANK_PIPELINE_HISTORY_DAYS", "99999999999999999999"),
+    ("BANK_PIPELINE_HISTORY_DAYS", "-1"),
+    ("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", "36501"),
+    ("BANK_PIPELINE_LOOKBACK_DAYS", "-3"),
+    ("BANK_PIPELINE_MAX_WINDOW_DAYS", "0"),
+    ("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", "-4"),
+    ("BANK_PIPELINE_BACKFILL_RESERVE", "-1"),
+    ("BANK_PIPELINE_ENRICH_BATCH_SIZE", "0"),
+    ("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", "-24"),
+])
+def test_a_numeric_setting_out_of_range_is_one_line_naming_it(cli_db, capsys, monkeypatch, name, value):
+    """Before: BANK_PIPELINE_HISTORY_DAYS=99999999999999999999 failed with an OverflowError traceback
+    once connect worked out the history window, after the user had approved access."""
+    monkeypatch.setenv(name, value)
+    assert main(["status"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith(f"error: {name} must be a whole number from ") and line.endswith(f"got {value}"), line
+
+
+def test_numeric_settings_at_the_ends_of_their_ranges_are_taken(monkeypatch):
+    from bank_pipeline.config import MAX_HISTORY_DAYS, Settings
+
+    monkeypatch.setenv("BANK_PIPELINE_HISTORY_DAYS", str(MAX_HISTORY_DAYS))
+    monkeypatch.setenv("BANK_PIPELINE_LOOKBACK_DAYS", "0")
+    monkeypatch.setenv("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", "0")
+    settings = Settings.from_env()
+    assert (settings.history_days, settings.lookback_days, settings.unattended_daily_budget) == (MAX_HISTORY_DAYS, 0, 0)

@@ -13,7 +13,7 @@ import datetime as dt
 
 from bank_pipeline import clock
 from bank_pipeline.cli_args import int_between, number_between, port
-from bank_pipeline.config import Settings
+from bank_pipeline.config import MAX_HISTORY_DAYS, Settings
 from bank_pipeline.connections import format_status, status_summary
 from bank_pipeline.connections.flow import connect
 from bank_pipeline.crypto import TokenCipher, rotate_stored_tokens
@@ -100,7 +100,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--history-days",
-        type=int_between(0, 36500, "a number of days"),
+        type=int_between(0, MAX_HISTORY_DAYS, "a number of days"),
         default=None,
         metavar="N",
         help="days of history to import right away (default BANK_PIPELINE_HISTORY_DAYS, 730; 0: none)",
