@@ -205,3 +205,49 @@ def test_the_pending_set_after_each_day_equals_the_banks(pipeline_factory, move_
         )
     assert sum(sum(c.values()) for c in truth_pending(truth).values()) >= 1
     assert tipped >= 1, "some pending rows must have booked at another amount (a tip)"
+
+
+VARIANTS = {
+    "control_chars": dict(control_chars_every=3),
+    "correction": dict(correction_every=3, correction_lag_days=2),
+    "bad_row": dict(bad_row_every=4),
+    "unknown_currency": dict(unknown_currency_every=5),
+    "foreign_currency": dict(foreign_currency_every=5),
+}
+
+
+def _sent(truth: dict, variant: str) -> int:
+    """How many rows of the window this fault touched, from the simulator's ground truth."""
+    rows = [t for a in truth.values() for t in a["transactions"]]
+    if variant == "control_chars":
+        return sum("\x00" in t["description"] for t in rows)
+    if variant == "correction":
+        return sum("PROVISIONAL" in t["description"] for t in rows)
+    if variant == "foreign_currency":
+        return sum(t["currency"] == "EUR" for t in rows)
+    return sum(len(a["bad_rows"]) for a in truth.values())
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_each_fault_alone_leaves_the_ledger_equal_to_the_truth_and_a_rerun_changes_nothing(
+    pipeline_factory, move_clock, variant
+):
+    """Each fault on its own (the test above has them all at once): after the import, after a
+    rerun, and, for corrections, after the bank has corrected its rows."""
+    pipe = pipeline_factory("alice", _config(**VARIANTS[variant]), unattended_daily_budget=1000)
+    first, last = TODAY - dt.timedelta(days=7), TODAY - dt.timedelta(days=1)
+    _run(pipe, first, last)
+    truth = _assert_ledger_is_truth(pipe, first, last)
+    assert _sent(truth, variant) >= 1, f"the simulator sent no {variant} row in the window"
+    before, quarantined = ledger_rows(pipe, first, last), len(_quarantine(pipe))
+    assert quarantined == sum(len(a["bad_rows"]) for a in truth.values())
+    _run(pipe, first, last)
+    assert ledger_rows(pipe, first, last) == before and len(_quarantine(pipe)) == quarantined
+    if variant == "correction":
+        later = TODAY + dt.timedelta(days=3)
+        move_clock(later)
+        pipe.sim_admin("POST", "clock", json={"today": later.isoformat()})
+        outcomes = _run(pipe, first, last)
+        truth = _assert_ledger_is_truth(pipe, first, last)
+        assert _sent(truth, variant) == 0
+        assert sum(o.metadata["loaded_transactions"]["corrected"] for o in outcomes) >= 1
