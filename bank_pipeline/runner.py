@@ -93,14 +93,13 @@ def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
-def _check_after_failure(instance: dg.DagsterInstance, settings: Settings, run_id: str) -> None:
+def _check_after_failure(instance: dg.DagsterInstance, settings: Settings, run_id: str, run_config: dict) -> None:
     """What the daemon's `ledger_checks_after_failure_sensor` does for UI runs: a run that failed
     before its checks is followed by the checks alone, so they show the ledger, not the failure."""
     tags = checks_after_failure(instance, instance.get_run_by_id(run_id))
     if tags is not None:
         import_job(settings, LEDGER_CHECKS_JOB_NAME).execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False,
-            run_config={"loggers": {"console": {"config": {"log_level": "WARNING"}}}},
+            instance=instance, tags=tags, raise_on_error=False, run_config=run_config
         )
 
 
@@ -141,7 +140,7 @@ def run_imports(
         result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
         if not result.success:
-            _check_after_failure(instance, settings, result.run_id)
+            _check_after_failure(instance, settings, result.run_id, run_config)
         error = None if result.success else _failure_reason(result)
         outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error, a, b)
         outcomes.append(outcome)

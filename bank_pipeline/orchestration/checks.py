@@ -15,6 +15,7 @@ Each partition gets its own result (`report_partitions`), not only the run's ran
 
 import datetime as dt
 import json
+import warnings
 from collections.abc import Collection
 
 import dagster as dg
@@ -38,6 +39,9 @@ from bank_pipeline.orchestration.partitions import (
     transaction_partitions,
 )
 from bank_pipeline.orchestration.resources import AppDatabase
+
+# Partitioned checks (above: why) are a Dagster preview; its notice would open every CLI command's output.
+warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec", category=dg.PreviewWarning)
 
 
 def run_scope(context: dg.AssetCheckExecutionContext, engine: sa.Engine) -> tuple[quality.LedgerScope | None, dict[str, int]]:
