@@ -41,6 +41,21 @@ def _batch_key(event: EventLogEntry) -> str | None:
 class BatchedAssetEvents:
     """Mixin for a subclass of Dagster's SQL event log storage (put it first in the bases)."""
 
+    def has_table(self, table_name: str) -> bool:
+        """Dagster asks this before it stores each materialization and each check evaluation (a
+        catalog query every time: about a quarter of a check evaluation's cost on PostgreSQL). A
+        table, once there, stays (migrations only add tables), so a yes is remembered."""
+        present = self.__dict__.setdefault("_tables_present", set())
+        if table_name in present:
+            return True
+        if self._table_exists(table_name):
+            present.add(table_name)
+            return True
+        return False
+
+    def _table_exists(self, table_name: str) -> bool:
+        return super().has_table(table_name)
+
     def store_event_batch(self, events) -> None:
         for run_id, group in itertools.groupby(events, key=_batch_key):
             group = list(group)

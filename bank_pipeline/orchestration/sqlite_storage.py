@@ -102,8 +102,8 @@ class TunedSqliteEventLogStorage(BatchedAssetEvents, SqliteEventLogStorage):
             conn.execute(statement)
         return super()._insert_event_rows(index, run_id, statement)
 
-    def has_table(self, table_name: str) -> bool:
-        # Dagster asks this for every stored materialization; its own answer opens a new engine.
+    def _table_exists(self, table_name: str) -> bool:
+        # Dagster's own answer opens a new engine.
         with self.index_connection() as conn:
             return sa.inspect(conn).has_table(table_name)
 
