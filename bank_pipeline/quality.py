@@ -48,14 +48,7 @@ def duplicate_provider_ids(engine: Engine, scope: LedgerScope | None = None) -> 
         .limit(50)
     )
     with engine.connect() as conn:
-        rows = [dict(row._mapping) for row in conn.execute(query)]
-    for row in rows:  # SQLite answers min/max of a date column as text
-        row["first_day"], row["last_day"] = (_as_date(row["first_day"]), _as_date(row["last_day"]))
-    return rows
-
-
-def _as_date(value) -> dt.date:
-    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
+        return [dict(row._mapping) for row in conn.execute(query)]
 
 
 def _chain(start: Decimal, rows: list, tolerance: Decimal, pending: list[Decimal]) -> tuple[Decimal, list]:
@@ -154,4 +147,4 @@ def unexplained_quarantine_by_day(engine: Engine, scope: LedgerScope | None = No
         q.c.account_id, q.c.partition_date, scope,
     ).group_by(q.c.account_id, q.c.partition_date)
     with engine.connect() as conn:
-        return {(account_id, _as_date(day)): n for account_id, day, n in conn.execute(query)}
+        return {(account_id, day): n for account_id, day, n in conn.execute(query)}

@@ -93,16 +93,6 @@ def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
     return "run failed"
 
 
-def _check_after_failure(instance: dg.DagsterInstance, settings: Settings, run_id: str, run_config: dict) -> None:
-    """What the daemon's `ledger_checks_after_failure_sensor` does for UI runs: a run that failed
-    before its checks is followed by the checks alone, so they show the ledger, not the failure."""
-    tags = checks_after_failure(instance, instance.get_run_by_id(run_id))
-    if tags is not None:
-        import_job(settings, LEDGER_CHECKS_JOB_NAME).execute_in_process(
-            instance=instance, tags=tags, raise_on_error=False, run_config=run_config
-        )
-
-
 def run_imports(
     instance: dg.DagsterInstance,
     settings: Settings,
@@ -127,6 +117,7 @@ def run_imports(
 
     sync_account_partitions(instance, account_keys)
     job = import_job(settings)
+    checks_job: dg.JobDefinition | None = None  # resolved at the first failed run that needs it
     engine = make_engine(settings.database_url)
     outcomes = []
     run_config = {"loggers": {"console": {"config": {"log_level": console_log_level}}}}
@@ -139,8 +130,12 @@ def run_imports(
         tags = {**range_tags(key, a, b), **(extra_tags or {})}
         result = job.execute_in_process(instance=instance, tags=tags, run_config=run_config, raise_on_error=False)
         release_leases(engine, result.run_id)  # a failed run must not keep the account locked
-        if not result.success:
-            _check_after_failure(instance, settings, result.run_id, run_config)
+        after = None if result.success else checks_after_failure(instance, instance.get_run_by_id(result.run_id))
+        if after is not None:
+            # As the daemon's `ledger_checks_after_failure_sensor` does for UI runs: the checks alone
+            # follow a run that failed before them, so they show the ledger, not the failure.
+            checks_job = checks_job or import_job(settings, LEDGER_CHECKS_JOB_NAME)
+            checks_job.execute_in_process(instance=instance, tags=after, run_config=run_config, raise_on_error=False)
         error = None if result.success else _failure_reason(result)
         outcome = RunOutcome(key, result.run_id, result.success, _metadata_by_asset(result), error, a, b)
         outcomes.append(outcome)
