@@ -42,7 +42,7 @@ def _outcome(tmp_path, name: str, overrides: dict, database: str) -> tuple[tuple
 
 
 def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monkeypatch):
-    # [issues 8, 13] deploy/postgres/dagster.yaml's event log, against dagster-postgres's own.
+    # deploy/postgres/dagster.yaml's event log, against dagster-postgres's own.
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
     one_by_one = events_written_one_by_one(monkeypatch, BatchedPostgresEventLogStorage)
     with fresh_dagster_database() as stock_url, fresh_dagster_database() as batched_url:

@@ -176,7 +176,7 @@ def test_another_process_watching_a_run_sees_events_written_on_pooled_connection
 
 
 def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(tmp_path, monkeypatch):
-    # [issue 8] A step's materializations and a run's planned events are written in batches
+    # A step's materializations and a run's planned events are written in batches
     # (sqlite_storage.py); what Dagster reads back must equal its stock storage's, failed run included.
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
     one_by_one = events_written_one_by_one(monkeypatch, TunedSqliteEventLogStorage)

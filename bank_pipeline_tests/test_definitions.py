@@ -1,4 +1,4 @@
-"""The one `Definitions` object loads: what `dagster dev -w workspace.yaml` and the daemon load."""
+"""The one `Definitions` object loads: what `dg dev -w workspace.yaml` (make ui), the webserver and the daemon load."""
 
 import dagster as dg
 import pytest
@@ -7,7 +7,7 @@ import pytest
 @pytest.fixture(autouse=True)
 def live_instance():
     """Resolving definitions consults the current instance's stored state (Dagster's
-    DefsStateStorage): give it a live one, as `dagster dev` and the runner have."""
+    DefsStateStorage): give it a live one, as `dg dev` and the runner have."""
     with dg.instance_for_test() as instance:
         yield instance
 

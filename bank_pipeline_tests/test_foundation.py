@@ -43,6 +43,20 @@ def test_db_upgrade_migrates_and_the_dagster_resource_only_checks(tmp_path, monk
     engine.dispose()
 
 
+def test_a_new_migration_stacks_on_the_newest_and_schema_py_has_nothing_unmigrated(tmp_path):
+    """`python -m bank_pipeline.db.new_migration` writes the next revision, never over an old one;
+    generated now it is empty, so every table and column of schema.py has its migration."""
+    from bank_pipeline.db.new_migration import write_next_migration
+
+    head = head_revision()
+    path = write_next_migration("Nothing new", tmp_path)
+
+    assert path.parent == tmp_path and path.name == f"{int(head.split('_')[0]) + 1:04d}_nothing_new.py"
+    text = path.read_text()
+    assert f"down_revision = {head!r}" in text
+    assert "op." not in text, f"schema.py differs from the migrations:\n{text}"
+
+
 def test_income_categories_cannot_label_spending():
     assert "income" in CREDIT_CATEGORIES and "groceries" not in CREDIT_CATEGORIES
     assert DEFAULT_CATEGORIES["groceries"].essential and not DEFAULT_CATEGORIES["dining"].essential

@@ -44,7 +44,7 @@ def _move_to(pipe, move_clock, day: dt.date) -> None:
 def test_a_year_of_history_lands_at_connect_a_backfill_over_it_calls_nothing_and_the_next_day_works(
     pipeline_factory, move_clock
 ):
-    """One year-long history serves three of the issue's cases (landing a year is the costly part)."""
+    """One year-long history serves three cases (landing a year is the costly part)."""
     from bank_pipeline.history import history_window, import_history, land_history
     from bank_pipeline.orchestration.partitions import SCHEDULE_TAG
 
@@ -219,7 +219,7 @@ def _latest_check_executions(pipe) -> dict[str, tuple]:
 
 def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure(pipeline_factory):
     """Dagster shows a planned check of a failed run as "Execution failed" (red): a run that fails
-    at fetch is followed by the checks alone over its partitions (issue 8, failures in plain sight)."""
+    at fetch is followed by the checks alone over its partitions (failures in plain sight)."""
     from bank_pipeline.orchestration.checks import (
         CHECKS_AFTER_TAG,
         LEDGER_CHECKS_JOB_NAME,

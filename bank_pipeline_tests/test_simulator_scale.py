@@ -1,4 +1,4 @@
-"""The simulator's `multi-N` up to 1,000 accounts (issue 13, "Many users"): every account listed
+"""The simulator's `multi-N` up to 1,000 accounts (many users' worth of accounts): every account listed
 with its own ids, a far account's rows the same in every simulator with the seed, nothing generated
 before an account is read, and `multi-1..50` exactly what they were before rows were generated lazily."""
 

@@ -6,8 +6,8 @@ dagster-postgres with the PostgreSQL one), launches the backfill with the UI's G
 and reads the outcome as the UI shows it (backfill status, runs, the Partitions tab's statuses).
 The simulator enforces the bank's 4-unattended-calls-a-day rule throughout.
 
-The user connects with `bank-pipeline connect`, which (issue 8) imports the account's history as
-attended calls, so the backfill's days have landed before it starts. Issue 8 behaviour required:
+The user connects with `bank-pipeline connect`, which imports the account's history as attended
+calls, so the backfill's days have landed before it starts. Required:
 - a backfill over settled, landed days replays them from the raw store with 0 bank calls;
 - an account whose fetch fails marks its partitions FAILED in the instance (not missing), and
   the ledger checks of its runs, which never ran, are not shown as failed: the daemon runs them
@@ -110,7 +110,7 @@ def test_backfill_from_the_ui_over_landed_history_makes_no_bank_call_and_lands_e
         assert shown == dict.fromkeys(keys, "SUCCEEDED"), (view.name, {k: s for k, s in shown.items() if s != "SUCCEEDED"})
     # The ledger holds exactly the bank's truth for these days.
     assert pipe.ledger_totals(first, LAST_SETTLED) == expected_totals(pipe.truth(first, LAST_SETTLED))
-    # [issue 8: history imported at connect + replay from the raw store] the days had landed at
+    # [history imported at connect + replay from the raw store] the days had landed at
     # connect time, so the backfill changed nothing and no call reached the bank.
     assert pipe.ledger_rows() == before, "the backfill changed the ledger: the history was not imported at connect"
     stats = pipe.sim_admin("GET", "stats").json()
@@ -129,14 +129,14 @@ def test_partitions_that_cannot_be_fetched_show_as_failed_in_the_ui(session):
 
     assert result.status in TERMINAL_BACKFILL_STATUSES
     assert result.runs and all(run.status == "FAILURE" for run in result.runs), result.run_statuses
-    # [issue 8: failures in plain sight] FAILED in the instance, for every asset: not missing, not materialized.
+    # [failures in plain sight] FAILED in the instance, for every asset: not missing, not materialized.
     for asset in TRANSACTION_ASSETS:
         statuses = gql.status_of(asset, keys)
         wrong = {k: s for k, s in statuses.items() if s != FAILED}
         assert not wrong, f"{asset}: {len(wrong)} of {len(keys)} partitions not FAILED, e.g. {list(wrong.items())[:3]}"
     # Nothing that had landed was lost or duplicated.
     assert pipe.ledger_rows() == before
-    # [issue 8: checks of a run that failed before them are not shown as failed] Each failed run
+    # [checks of a run that failed before them are not shown as failed] Each failed run
     # is followed by a `ledger_checks` run over its partitions, launched by the daemon's sensor.
     checks_runs = [
         gql.wait_for_runs({CHECKS_AFTER_TAG: run.run_id}, 1, timeout=BACKFILL_TIMEOUT, alive=session.services.check_alive)

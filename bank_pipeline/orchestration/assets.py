@@ -150,8 +150,8 @@ def run_per_account(
     others carry on to the ledger (their partitions' metadata names the failure of the rest), later
     steps skip the failed accounts, and `enrich` then fails the run naming them: a failure never
     hides behind another account's success, and one expired consent does not hold back a group's
-    other accounts. Dagster cannot fail some partitions of one step and materialize the others
-    (dagster-io/dagster#17836).
+    other accounts. Dagster cannot fail some partitions of one step and materialize the others:
+    a step's partitions succeed or fail together.
 
     The step's metadata holds run totals, named `run_…`; `per_day(account, days)` adds each
     partition's own figures.

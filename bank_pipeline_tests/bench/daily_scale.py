@@ -1,4 +1,4 @@
-"""The daily import at scale (issue 13), through the Dagster daemon: runs of up to 50 accounts vs
+"""The daily import at scale (a thousand accounts), through the Dagster daemon: runs of up to 50 accounts vs
 one run per account.
 
 The user's path: the simulator's `multi-N` user connected through the real OAuth flow into a

@@ -1,4 +1,4 @@
-"""Wall time of the daily scheduled import for 10 accounts (issue: automation)."""
+"""Wall time of the daily scheduled import for 10 accounts, run by the schedule."""
 
 from __future__ import annotations
 

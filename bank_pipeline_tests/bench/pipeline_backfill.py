@@ -1,4 +1,4 @@
-"""A year × 5 accounts through Dagster, against one run per partition (issue: coalescing backfills).
+"""A year × 5 accounts through Dagster, against one run per partition (why backfills coalesce).
 
 Both sides are launched the same way, with `dagster job execute` in a fresh process (the cost a
 run launcher pays for every run), against the simulator with 100 ms injected latency per call:

@@ -1,4 +1,4 @@
-"""What the simulator's `multi-1000` costs (issue 13, "Many users"), over HTTP with no injected
+"""What the simulator's `multi-1000` costs (a thousand accounts for one user), over HTTP with no injected
 latency: connecting it, listing its accounts and cards, an account's first and second daily window
 (yesterday + a 3-day look-back), then the first window of a sample of accounts spread over the user,
 each of which generates its rows (and its money group's) on that first read.

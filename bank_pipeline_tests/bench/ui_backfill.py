@@ -46,7 +46,7 @@ LATENCY_MS = 100
 TRIVIAL_MODULE = "bank_pipeline_tests.bench._trivial_location"
 TRIVIAL_ASSETS = tuple(f"{PREFIX}/{name}" for name in TRANSACTION_ASSETS)
 BACKFILL_TIMEOUT = 1800
-TODAY_112S = 112.0  # issue 8: the 60-day x 3-account backfill through the daemon, before the change
+TODAY_112S = 112.0  # the 60-day x 3-account backfill through the daemon, before connect imported the history
 
 
 @dataclasses.dataclass
@@ -170,7 +170,7 @@ def _run_case(case: Case, storage: str, limits: bool) -> bool | None:
                               flush=True)
                     if (case.days, case.accounts) == (60, 3):
                         landed = results[side].time_to_last_end
-                        print(f"    vs 112 s before issue 8: {TODAY_112S / results[side].wall_seconds:.1f}x faster "
+                        print(f"    vs 112 s before connect imported the history: {TODAY_112S / results[side].wall_seconds:.1f}x faster "
                               f"on wall, {TODAY_112S / landed:.1f}x to the last run's end (the data landed; the "
                               "backfill is marked complete at the daemon's next 30 s tick) (target >= 3x)", flush=True)
                 if len(results) == 2:
@@ -206,6 +206,6 @@ def _run_all(args) -> None:
                     print("  connecting imported no history: the backfill cannot land within the bank's limits")
                     continue
                 limits = False
-                print("  connecting imported no history (issue 8's connect-time import is not there yet): "
+                print("  connecting imported no history (this checkout has no connect-time import): "
                       "this and later cases run with the bank's limits OFF", flush=True)
             _run_case(case, storage, limits=False)
