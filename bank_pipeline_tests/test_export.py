@@ -31,7 +31,7 @@ from bank_pipeline_tests.enrich_support import add_transactions
 from bank_pipeline_tests.ingest_support import make_account
 
 FIRST, LAST = dt.date(2026, 9, 1), dt.date(2026, 9, 30)
-README = Path(__file__).resolve().parents[1] / "README.md"
+USAGE_DOC = Path(__file__).resolve().parents[1] / "docs" / "usage.md"
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +228,10 @@ def test_beancount_passes_bean_check_and_balances_to_the_ledger(ledger, tmp_path
     assert override.postings[1].account == "Expenses:Dining:PubsBars" and override.payee == "The Crown"
 
 
-def test_readme_documents_every_export_column():
-    text = README.read_text(encoding="utf-8")
+def test_the_docs_document_every_export_column():
+    text = USAGE_DOC.read_text(encoding="utf-8")
     for name in COLUMN_NAMES:
-        assert f"| `{name}` |" in text, f"README's export table lacks `{name}`"
+        assert f"| `{name}` |" in text, f"docs/usage.md's export table lacks `{name}`"
 
 
 def _one_line(err: str) -> str:

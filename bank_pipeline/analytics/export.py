@@ -1,7 +1,7 @@
 """Exports of the enriched ledger: CSV, Parquet and beancount, with stable column names.
 
 `ledger_frame` reads booked transactions of a date range with their account and enrichment into
-a pandas DataFrame whose columns are `COLUMNS` (documented in the README); the writers turn it
+a pandas DataFrame whose columns are `COLUMNS` (documented in docs/usage.md); the writers turn it
 into a file. Amounts stay exact (Decimal; Parquet `decimal128(18, 4)`), signed as the bank sent
 them (money out negative). A file is written next to its destination and renamed into place, so
 a failed export never leaves half a file behind.

@@ -18,7 +18,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "export",
         help="export the enriched ledger of a date range (CSV, Parquet or beancount)",
         description="Write booked transactions of a date range with their category, merchant and account, "
-        "in stable columns (see the README's export table). Without --out, CSV and beancount go to "
+        "in stable columns (see docs/usage.md, Exports). Without --out, CSV and beancount go to "
         "standard output.",
     )
     add_date_range(export, required=True)

@@ -363,6 +363,6 @@ def run(args) -> None:
     mode = os.environ.get("DAILY_SCALE_MODE", "daemon").lower()
     if mode not in ("daemon", "in-process"):
         raise SystemExit(f"DAILY_SCALE_MODE must be daemon or in-process, got {mode!r}")
-    os.environ.setdefault(POSTGRES_ENV, DEFAULT_POSTGRES)  # the server the tests use (README)
+    os.environ.setdefault(POSTGRES_ENV, DEFAULT_POSTGRES)  # the server the tests use (docs/running.md)
     with clock.pinned(TODAY):
         (_run_daemon if mode == "daemon" else _run_in_process)(args)

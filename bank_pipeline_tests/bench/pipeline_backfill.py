@@ -47,7 +47,7 @@ def _env(settings) -> dict[str, str]:
         BANK_PIPELINE_UNATTENDED_DAILY_BUDGET=str(settings.unattended_daily_budget),
         PYTHONWARNINGS="ignore",
     )
-    apply_event_log_defaults(env)  # as the README tells a deployment to set for its run workers
+    apply_event_log_defaults(env)  # as docs/running.md tells a deployment to set for its run workers
     return env
 
 
