@@ -25,18 +25,18 @@ demo: install
 # The test suite, on SQLite and on PostgreSQL. .ci/test_prerequisites first installs Debian's
 # chromium when root, or stops at once naming what is missing (PostgreSQL, RabbitMQ, chromium).
 test: install
-	.ci/test_prerequisites '$(TEST_POSTGRES_URL)'
+	bash .ci/test_prerequisites '$(TEST_POSTGRES_URL)'
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m pytest -q
 
-# The Dagster UI on the demo's data (run the simulator too, for new imports).
 # The date-sensitive tests again with the machine's clock far ahead (Debian's faketime): proves
 # they read the one pinned clock, not today's date. The webserver + daemon tests are left out:
 # Dagster's daemon ticks schedules on the machine's clock, which is what faketime moves.
 FAKETIME_OFFSET ?= +75d
 test-later: install
-	.ci/test_prerequisites '$(TEST_POSTGRES_URL)' faketime
+	bash .ci/test_prerequisites '$(TEST_POSTGRES_URL)' faketime
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) faketime -f '$(FAKETIME_OFFSET)' $(BIN)/python -m pytest -q -p no:cacheprovider -m "date_sensitive and not daemon"
 
+# The Dagster UI on the demo's data (run the simulator too, for new imports).
 ui: install
 	$(BIN)/bank-pipeline db upgrade
 	env DAGSTER_HOME=$(CURDIR) $$($(BIN)/python -m bank_pipeline.orchestration.tuning) \
