@@ -1,0 +1,285 @@
+"""The Enable Banking client against the Enable Banking simulator, over real HTTP: JWT on every
+call, consent and session, pagination followed to the end, pending and booked, windows shortened
+where the bank serves less history, the bank's daily budget, expired sessions — and the
+application's key, its JWTs and session ids kept out of every error and log line."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import logging
+from collections import Counter
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import jwt
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from bank_pipeline import clock
+from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.providers.base import Attended, Bank, BankProvider
+from bank_pipeline.providers.enablebanking.client import EnableBankingClient
+from bank_pipeline.providers.enablebanking.errors import WindowNotServed
+from bank_pipeline.providers.enablebanking.provider import EnableBankingProvider
+from bank_pipeline.providers.enablebanking.signing import ApplicationKey
+from bank_pipeline.simulator.enablebanking import EnableBankingSimConfig, run_in_thread
+from bank_pipeline.simulator.enablebanking.config import SIM_APPLICATION_ID
+from bank_pipeline.truelayer.client import RetryPolicy
+from bank_pipeline.truelayer.errors import AuthorizationRequired, InvalidRequest, ProviderLimitExceeded
+from bank_pipeline_tests.fixtures.clock import TODAY
+
+FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
+USER_PRESENT = Attended(ip_address="203.0.113.7", user_agent="Mozilla/5.0 (test)")
+REDIRECT = "http://127.0.0.1:9/callback"
+
+
+def _pem(key: rsa.RSAPrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+@pytest.fixture(scope="module")
+def app_keys() -> tuple[rsa.RSAPrivateKey, rsa.RSAPrivateKey]:
+    """The application's registered key, and another one."""
+    return (
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+        rsa.generate_private_key(public_exponent=65537, key_size=2048),
+    )
+
+
+@pytest.fixture
+def key_file(app_keys, tmp_path):
+    path = tmp_path / "enablebanking.pem"
+    path.write_bytes(_pem(app_keys[0]))
+    return path
+
+
+@pytest.fixture
+def eb(app_keys, key_file):
+    """Start an Enable Banking simulator (`eb(**config)`) and get a client for it, signing with the
+    application's key file; all are stopped at the end of the test."""
+    public = app_keys[0].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    with contextlib.ExitStack() as stack:
+
+        def start(**config):
+            config.setdefault("today", TODAY)
+            sim = stack.enter_context(run_in_thread(EnableBankingSimConfig(public_key=public, **config)))
+            client = EnableBankingClient(ApplicationKey.from_file(SIM_APPLICATION_ID, key_file), sim.base_url, retry=FAST)
+            stack.callback(client.close)
+            return sim, client
+
+        yield start
+
+
+def grant(provider: EnableBankingProvider, user: str = "alice", days: int = 90):
+    """The user's round trip: consent link, the bank's page, the redirect's code, the session."""
+    bank = next(b for b in provider.banks("GB") if b.name == "Simulated Bank")
+    link = provider.consent_link(bank, redirect_url=REDIRECT, state="s-1", valid_until=clock.now() + dt.timedelta(days=days))
+    redirect = httpx.get(link.url, params={"user": user}, follow_redirects=False)
+    assert redirect.status_code == 302
+    query = parse_qs(urlsplit(redirect.headers["location"]).query)
+    assert query["state"] == ["s-1"]
+    return provider.exchange(query["code"][0])
+
+
+def truth(sim, user: str, first: dt.date, last: dt.date) -> dict:
+    return httpx.get(
+        f"{sim.base_url}/_sim/ground_truth", params={"user": user, "from": first.isoformat(), "to": last.isoformat()}
+    ).json()["accounts"]
+
+
+def signed(row: dict) -> str:
+    amount = row["transaction_amount"]["amount"]
+    return f"-{amount}" if row["credit_debit_indicator"] == "DBIT" and amount != "0.00" else amount
+
+
+def fetched(rows: list[dict]) -> Counter:
+    return Counter((r["entry_reference"], r["booking_date"], signed(r)) for r in rows)
+
+
+def expected(account_truth: dict) -> Counter:
+    return Counter((t["entry_reference"], t["booking_date"], t["amount"]) for t in account_truth["booked"])
+
+
+def test_every_call_carries_an_rs256_jwt_naming_the_application(app_keys, key_file):
+    key = ApplicationKey.from_file(SIM_APPLICATION_ID, key_file)
+    token = key.token()
+    header = jwt.get_unverified_header(token)
+    claims = jwt.decode(
+        token, app_keys[0].public_key(), algorithms=["RS256"], audience="api.enablebanking.com",
+        issuer="enablebanking.com", options={"verify_exp": False, "verify_iat": False},
+    )
+    assert (header["alg"], header["kid"]) == ("RS256", SIM_APPLICATION_ID)
+    assert claims["iat"] == int(clock.now().timestamp()) or abs(claims["iat"] - clock.now().timestamp()) < 5
+    assert claims["exp"] - claims["iat"] == 3600
+    assert key.token() == token  # reused while fresh
+    assert "hidden" in repr(key) and "BEGIN" not in repr(key)
+
+
+def test_consent_accounts_keep_their_identity_across_sessions(eb):
+    sim, client = eb()
+    provider = EnableBankingProvider(client)
+    assert isinstance(provider, BankProvider)
+    [bank] = provider.banks("GB")
+    assert bank == Bank("Simulated Bank", "GB", 180)
+    first = grant(provider, days=400)  # more than the bank grants: capped at its maximum
+    assert first.valid_until <= clock.now() + dt.timedelta(days=180, minutes=1)
+    second = grant(provider)
+    assert {a.identity for a in first.accounts} == {a.identity for a in second.accounts}
+    assert len(first.accounts) == len(truth(sim, "alice", TODAY, TODAY)) >= 2
+    assert not {a.provider_account_id for a in first.accounts} & {a.provider_account_id for a in second.accounts}
+    assert first.session_id not in repr(first)
+
+
+def test_a_window_fetched_page_by_page_equals_the_ground_truth(eb):
+    # Small pages, an empty page with a key every 3rd page, every 2nd page repeating a row.
+    sim, client = eb(page_size=7, repeat_entry_every=2, empty_page_every=3, unattended_limit=None)
+    consent = grant(EnableBankingProvider(client))
+    first, last = TODAY - dt.timedelta(days=60), TODAY - dt.timedelta(days=1)
+    gt = truth(sim, "alice", first, last)
+    pages = repeats = 0
+    for account in consent.accounts:
+        rows = client.transactions(account.provider_account_id, first, last, status="BOOK")
+        assert fetched(rows.rows) == expected(gt[account.identity]), account.name
+        pages, repeats = pages + rows.pages, repeats + rows.repeats
+        assert rows.calls == rows.pages
+    assert pages > 10 and repeats > 0
+
+
+def test_a_listing_that_fills_its_last_page_ends_on_an_empty_page(eb):
+    sim, client = eb(unattended_limit=None)
+    consent = grant(EnableBankingProvider(client))
+    account = consent.accounts[0]
+    first, last = TODAY - dt.timedelta(days=30), TODAY
+    want = expected(truth(sim, "alice", first, last)[account.identity])
+    sim.state.config.page_size = sum(want.values())  # exactly one full page
+    rows = client.transactions(account.provider_account_id, first, last, status="BOOK")
+    assert fetched(rows.rows) == want
+    assert rows.pages == 2
+
+
+def test_pending_becomes_booked_under_a_new_entry_reference(eb, move_clock):
+    sim, client = eb(unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    pending = {}
+    for account in consent.accounts:
+        rows = provider.pending(consent, account)
+        gt = truth(sim, "alice", TODAY, TODAY)[account.identity]["pending"]
+        assert Counter((r["entry_reference"], signed(r)) for r in rows.rows) == Counter((p["entry_reference"], p["amount"]) for p in gt)
+        assert all(r["status"] == "PDNG" for r in rows.rows)
+        pending.update({p["booked_entry_reference"]: (account, p["entry_reference"]) for p in gt})
+    assert pending, "alice has pending rows today"
+    later = TODAY + dt.timedelta(days=7)
+    httpx.post(f"{sim.base_url}/_sim/clock", json={"today": later.isoformat()}).raise_for_status()
+    move_clock(later)
+    booked = set()
+    for account in {a for a, _ in pending.values()}:
+        booked |= {r["entry_reference"] for r in provider.booked(consent, account, TODAY - dt.timedelta(days=5), later).rows}
+    assert set(pending) <= booked
+    assert not {ref for _, ref in pending.values()} & booked
+
+
+def test_a_bank_without_pending_answers_an_empty_list(eb):
+    _, client = eb(with_pending=False, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    assert all(provider.pending(consent, a).rows == [] for a in consent.accounts)
+
+
+def test_windows_are_shortened_to_the_history_the_bank_serves(eb):
+    sim, client = eb(served_days=90, page_size=40, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    account = consent.accounts[0]
+    rows = provider.booked(consent, account, TODAY - dt.timedelta(days=364), TODAY)
+    assert rows.served_from == TODAY - dt.timedelta(days=88) and rows.served_to == TODAY
+    assert fetched(rows.rows) == expected(truth(sim, "alice", rows.served_from, TODAY)[account.identity])
+    with pytest.raises(WindowNotServed) as refused:
+        provider.booked(consent, account, TODAY - dt.timedelta(days=300), TODAY - dt.timedelta(days=200))
+    assert refused.value.error == "WRONG_TRANSACTIONS_PERIOD" and refused.value.status_code == 422
+
+
+def test_the_fifth_unattended_read_of_the_day_is_refused_and_not_retried(eb, move_clock):
+    sim, client = eb(page_size=10)  # the bank's 4 unattended reads per account per day
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    one, other = consent.accounts[0], consent.accounts[1]
+    window = (TODAY - dt.timedelta(days=20), TODAY)
+    for _ in range(2):
+        assert provider.booked(consent, one, *window).pages > 1  # a listing of many pages is one read
+    provider.pending(consent, one)
+    provider.balances(consent, one)
+    calls = client.calls_made
+    with pytest.raises(ProviderLimitExceeded) as limited:
+        provider.balances(consent, one)
+    assert client.calls_made == calls + 1 and limited.value.attempts == 1
+    assert limited.value.error == "ASPSP_RATE_LIMIT_EXCEEDED" and "tomorrow" in str(limited.value)
+    assert provider.booked(consent, one, *window, attended=USER_PRESENT).rows  # the user is present
+    assert provider.balances(consent, other)  # another account has its own budget
+    tomorrow = TODAY + dt.timedelta(days=1)
+    httpx.post(f"{sim.base_url}/_sim/clock", json={"today": tomorrow.isoformat()}).raise_for_status()
+    move_clock(tomorrow)
+    assert provider.balances(consent, one)
+
+
+def test_half_the_psu_headers_is_refused_by_the_simulator(eb):
+    sim, client = eb()
+    consent = grant(EnableBankingProvider(client))
+    response = httpx.get(
+        f"{sim.base_url}/accounts/{consent.accounts[0].provider_account_id}/balances",
+        headers={"Authorization": f"Bearer {client.key.token()}", "Psu-Ip-Address": "203.0.113.7"},
+    )
+    assert (response.status_code, response.json()["error"]) == (400, "PSU_HEADER_NOT_PROVIDED")
+
+
+def test_an_expired_or_ended_session_asks_for_a_new_consent(eb, move_clock, caplog):
+    sim, client = eb(unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider, days=10)
+    account = consent.accounts[0]
+    later = TODAY + dt.timedelta(days=11)
+    httpx.post(f"{sim.base_url}/_sim/clock", json={"today": later.isoformat()}).raise_for_status()
+    move_clock(later)
+    with caplog.at_level(logging.DEBUG), pytest.raises(AuthorizationRequired) as expired:
+        provider.booked(consent, account, later - dt.timedelta(days=5), later)
+    assert expired.value.error == "EXPIRED_SESSION" and "connect" in str(expired.value)
+    fresh = grant(provider)
+    provider.end(fresh)
+    with pytest.raises(AuthorizationRequired) as ended:
+        provider.balances(fresh, fresh.accounts[0])
+    assert ended.value.error == "CLOSED_SESSION"
+    for session_id in (consent.session_id, fresh.session_id):
+        assert session_id not in caplog.text + str(expired.value) + str(ended.value)
+
+
+def test_a_jwt_signed_with_another_key_is_refused_and_no_secret_is_shown(eb, app_keys, tmp_path, caplog):
+    sim, _ = eb()
+    wrong_file = tmp_path / "other.pem"
+    wrong_file.write_bytes(_pem(app_keys[1]))
+    errors = []
+    with caplog.at_level(logging.DEBUG):
+        for app_id, path in ((SIM_APPLICATION_ID, wrong_file), ("not-the-app", tmp_path / "enablebanking.pem")):
+            key = ApplicationKey.from_file(app_id, path)
+            with EnableBankingClient(key, sim.base_url, retry=FAST) as client, pytest.raises(InvalidRequest) as refused:
+                client.aspsps("GB")
+            assert refused.value.status_code == 401 and refused.value.error == "UNAUTHORIZED_ACCESS"
+            assert "private key" in str(refused.value)
+            errors.append((str(refused.value), repr(refused.value), key.token()))
+    secrets = [_pem(k).decode() for k in app_keys]
+    for text, shown, token in errors:
+        for secret in (token, token.split(".")[2], *[line for s in secrets for line in s.splitlines()[1:3]]):
+            assert secret not in text + shown + caplog.text
+
+
+def test_a_key_file_that_is_not_a_key_is_one_line_without_its_content(tmp_path):
+    path = tmp_path / "key.pem"
+    path.write_text("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWJ1dC1ub3QtYS1rZXk=\n-----END PRIVATE KEY-----\n")
+    with pytest.raises(BankPipelineError) as bad:
+        ApplicationKey.from_file(SIM_APPLICATION_ID, path)
+    assert "\n" not in str(bad.value) and "c2VjcmV0" not in str(bad.value) and str(path) in str(bad.value)
+    with pytest.raises(BankPipelineError, match="cannot read"):
+        ApplicationKey.from_file(SIM_APPLICATION_ID, tmp_path / "missing.pem")
