@@ -283,3 +283,51 @@ def test_a_key_file_that_is_not_a_key_is_one_line_without_its_content(tmp_path):
     assert "\n" not in str(bad.value) and "c2VjcmV0" not in str(bad.value) and str(path) in str(bad.value)
     with pytest.raises(BankPipelineError, match="cannot read"):
         ApplicationKey.from_file(SIM_APPLICATION_ID, tmp_path / "missing.pem")
+
+
+def test_right_after_consent_the_bank_serves_all_its_history_then_only_90_days(eb, move_clock):
+    sim, client = eb(served_days=90, full_history_minutes=5, page_size=100, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    account = consent.accounts[0]
+    year = (TODAY - dt.timedelta(days=364), TODAY)
+    at_connect = provider.booked(consent, account, *year, attended=USER_PRESENT)
+    assert at_connect.served_from == year[0]
+    assert fetched(at_connect.rows) == expected(truth(sim, "alice", *year)[account.identity])
+    move_clock(dt.datetime.combine(TODAY, dt.time(12, 10), dt.timezone.utc))
+    later = provider.booked(consent, account, *year)
+    assert later.served_from == TODAY - dt.timedelta(days=88)
+
+
+def test_a_bank_that_names_the_first_day_it_serves_is_asked_from_that_day(eb):
+    sim, client = eb(served_days=90, name_served_from=True, page_size=500, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    account = consent.accounts[0]
+    rows = provider.booked(consent, account, TODAY - dt.timedelta(days=200), TODAY)
+    assert rows.served_from == TODAY - dt.timedelta(days=89)
+    assert fetched(rows.rows) == expected(truth(sim, "alice", rows.served_from, TODAY)[account.identity])
+
+
+def test_a_window_refused_in_another_shape_is_still_a_window_not_served():
+    from bank_pipeline.providers.enablebanking.errors import error_for_response
+
+    refused = error_for_response(
+        400, '{"title":"Range is out of the last 90-day period","code":"PERIOD_INVALID","detail":"dateFrom=2025-12-11"}',
+        method="GET", path="/accounts/x/transactions",
+    )
+    assert isinstance(refused, WindowNotServed) and refused.corrected_from is None
+    named = error_for_response(
+        422, '{"code":422,"message":"Wrong transactions period requested","error":"WRONG_TRANSACTIONS_PERIOD",'
+        '"detail":{"date_from":"2026-08-23"}}', method="GET", path="/accounts/x/transactions",
+    )
+    assert named.corrected_from == dt.date(2026, 8, 23)
+
+
+def test_bank_errors_are_retried(eb):
+    sim, client = eb(bank_error_count=2, page_size=500, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    calls = client.calls_made
+    rows = provider.booked(consent, consent.accounts[0], TODAY - dt.timedelta(days=30), TODAY)
+    assert rows.calls == rows.pages + 2 and client.calls_made == calls + rows.pages + 2

@@ -32,7 +32,6 @@ from bank_pipeline.truelayer.errors import (
     NetworkError,
     RateLimited,
     ServerError,
-    TrueLayerError,
     excerpt,
 )
 from bank_pipeline.truelayer.windows import check_range
@@ -365,25 +364,27 @@ class EnableBankingClient:
         shorter: tuple[int, ...] = SHORTER_WINDOWS,
     ) -> Rows:
         """`transactions` for the window, or for as much of its end as the bank serves: on
-        `WRONG_TRANSACTIONS_PERIOD` the start moves up to the last 89, then 60, then 30 days
-        before today. Raises `WindowNotServed` when no part of the window is served."""
+        `WRONG_TRANSACTIONS_PERIOD` the start moves up to the day the bank names (when it does),
+        else to the last 89, then 60, then 30 days before today; the start only ever moves
+        forward. Raises `WindowNotServed` when no part of the window is served."""
         check_range(date_from, date_to)
         try:
             return self.transactions(uid, date_from, date_to, status=status, attended=attended)
         except WindowNotServed as refused:
-            last: TrueLayerError = refused
+            last = refused
         today = clock.today_utc()
         tried = date_from
-        for days in shorter:
-            start = max(date_from, today - dt.timedelta(days=days - 1))
-            if start > date_to:
-                break
-            if start <= tried:
-                continue
+        starts = [today - dt.timedelta(days=days - 1) for days in shorter]
+        for _ in range(len(starts) + 1):
+            named = last.corrected_from
+            candidates = ([named] if named is not None else []) + starts
+            start = next((max(date_from, s) for s in candidates if max(date_from, s) > tried), None)
+            if start is None or start > date_to:
+                raise last
             tried = start
             log.warning(
-                "Enable Banking: the bank does not serve transactions from %s; asking from %s (the last %d days)",
-                date_from.isoformat(), start.isoformat(), days,
+                "Enable Banking: the bank does not serve transactions from %s; asking from %s",
+                date_from.isoformat(), start.isoformat(),
             )
             try:
                 return self.transactions(uid, start, date_to, status=status, attended=attended)

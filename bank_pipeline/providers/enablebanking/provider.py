@@ -11,6 +11,9 @@ from bank_pipeline.truelayer.errors import MalformedResponse
 
 # Enable Banking's cash account types that are card accounts.
 CARD_TYPES = {"CARD"}
+# A consent is asked this much short of the bank's maximum, so that clocks a little apart do not
+# make Enable Banking refuse it as too long.
+CONSENT_MARGIN = dt.timedelta(hours=1)
 
 
 def _parse_instant(value: object, what: str) -> dt.datetime:
@@ -59,7 +62,7 @@ class EnableBankingProvider:
 
     def consent_link(self, bank: Bank, *, redirect_url: str, state: str, valid_until: dt.datetime) -> ConsentLink:
         if bank.max_consent_days:
-            valid_until = min(valid_until, clock.now() + dt.timedelta(days=bank.max_consent_days))
+            valid_until = min(valid_until, clock.now() + dt.timedelta(days=bank.max_consent_days) - CONSENT_MARGIN)
         data = self.client.start_authorization(
             aspsp_name=bank.name, country=bank.country, redirect_url=redirect_url, state=state, valid_until=valid_until
         )

@@ -289,6 +289,8 @@ def _account(request: Request) -> tuple[EnableBankingState, Session, str, Accoun
     status = _session_status(st, session)
     if status != "AUTHORIZED":
         return api_error(401, f"{status}_SESSION", f"Session is {status.lower()}")
+    if st.bank_fails():
+        return api_error(500, "ASPSP_ERROR", "Error interacting with ASPSP", "Unknown error")
     return st, session, uid, session.accounts[uid]
 
 
@@ -332,7 +334,7 @@ def _listing_rows(st: EnableBankingState, session: Session, spec: AccountSpec, q
     return rows
 
 
-def _query(st: EnableBankingState, request: Request) -> tuple | Response:
+def _query(st: EnableBankingState, request: Request, session: Session) -> tuple | Response:
     q = request.query_params
     try:
         day_from = date.fromisoformat(q["date_from"]) if q.get("date_from") else None
@@ -351,11 +353,16 @@ def _query(st: EnableBankingState, request: Request) -> tuple | Response:
         return api_error(422, "DATE_FROM_IN_FUTURE", "date_from is in the future")
     if day_from > day_to:
         return api_error(422, "WRONG_DATE_INTERVAL", "date_from is after date_to")
-    served = st.config.served_days
-    if served is not None and status != "PDNG" and day_from < today - timedelta(days=served - 1):
-        return api_error(
-            422, "WRONG_TRANSACTIONS_PERIOD", f"The ASPSP serves transactions of the last {served} days only"
-        )
+    served, config = st.config.served_days, st.config
+    just_consented = (
+        config.full_history_minutes is not None
+        and st.now() < session.created + timedelta(minutes=config.full_history_minutes)
+    )
+    if served is not None and status != "PDNG" and not just_consented:
+        first = today - timedelta(days=served - 1)
+        if day_from < first:
+            detail = {"date_from": first.isoformat()} if config.name_served_from else {"message": "Requested time period out of bound."}
+            return api_error(422, "WRONG_TRANSACTIONS_PERIOD", "Wrong transactions period requested", detail)
     return (day_from, day_to, status)
 
 
@@ -366,7 +373,7 @@ async def transactions(request: Request) -> Response:
     st, session, uid, spec = found
     with st.lock:
         st.requests += 1
-    query = _query(st, request)
+    query = _query(st, request, session)
     if isinstance(query, Response):
         return query
     key = request.query_params.get("continuation_key")

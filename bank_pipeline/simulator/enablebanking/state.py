@@ -66,6 +66,7 @@ class EnableBankingState:
         self.listings: dict[str, Listing] = {}
         self.reads: dict[tuple[str, date], int] = {}  # (identification hash, day) -> unattended reads
         self.requests = 0
+        self.bank_errors_left = config.bank_error_count
         self._cache: dict[str, UserData] = {}
 
     # --- clock ---------------------------------------------------------------------------
@@ -144,6 +145,14 @@ class EnableBankingState:
             key = (identity, self.today)
             self.reads[key] = self.reads.get(key, 0) + 1
             return self.reads[key]
+
+    def bank_fails(self) -> bool:
+        """Whether this read is one of the configured bank failures."""
+        with self.lock:
+            if self.bank_errors_left > 0:
+                self.bank_errors_left -= 1
+                return True
+            return False
 
     def new_key(self, listing: Listing) -> str:
         with self.lock:
