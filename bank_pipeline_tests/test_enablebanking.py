@@ -7,11 +7,15 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
+import re
 from collections import Counter
+from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
+import jsonschema
 import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
@@ -29,6 +33,9 @@ from bank_pipeline.simulator.enablebanking.config import SIM_APPLICATION_ID
 from bank_pipeline.truelayer.client import RetryPolicy
 from bank_pipeline.truelayer.errors import AuthorizationRequired, InvalidRequest, ProviderLimitExceeded
 from bank_pipeline_tests.fixtures.clock import TODAY
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPES = json.loads((ROOT / "docs" / "enablebanking" / "api-shapes.schema.json").read_text())
 
 FAST = RetryPolicy(max_attempts=3, base_delay=0.01, max_delay=0.05)
 USER_PRESENT = Attended(ip_address="203.0.113.7", user_agent="Mozilla/5.0 (test)")
@@ -64,10 +71,11 @@ def eb(app_keys, key_file):
     )
     with contextlib.ExitStack() as stack:
 
-        def start(**config):
+        def start(transport: httpx.BaseTransport | None = None, **config):
             config.setdefault("today", TODAY)
             sim = stack.enter_context(run_in_thread(EnableBankingSimConfig(public_key=public, **config)))
-            client = EnableBankingClient(ApplicationKey.from_file(SIM_APPLICATION_ID, key_file), sim.base_url, retry=FAST)
+            key = ApplicationKey.from_file(SIM_APPLICATION_ID, key_file)
+            client = EnableBankingClient(key, sim.base_url, retry=FAST, transport=transport)
             stack.callback(client.close)
             return sim, client
 
@@ -331,3 +339,54 @@ def test_bank_errors_are_retried(eb):
     calls = client.calls_made
     rows = provider.booked(consent, consent.accounts[0], TODAY - dt.timedelta(days=30), TODAY)
     assert rows.calls == rows.pages + 2 and client.calls_made == calls + rows.pages + 2
+
+
+class Recording(httpx.HTTPTransport):
+    """Real HTTP, with every response kept for checking its shape."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple[str, str, int, bytes]] = []
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        response = super().handle_request(request)
+        body = response.read()
+        self.seen.append((request.method, request.url.path, response.status_code, body))
+        return response
+
+
+SHAPE_OF = [
+    ("GET", r"/aspsps", "GetAspspsResponse"),
+    ("POST", r"/auth", "StartAuthorizationResponse"),
+    ("POST", r"/sessions", "AuthorizeSessionResponse"),
+    ("GET", r"/sessions/[^/]+", "GetSessionResponse"),
+    ("DELETE", r"/sessions/[^/]+", "SuccessResponse"),
+    ("GET", r"/accounts/[^/]+/balances", "HalBalances"),
+    ("GET", r"/accounts/[^/]+/transactions", "HalTransactions"),
+]
+
+
+def test_the_simulator_answers_in_enable_bankings_published_shapes(eb, move_clock):
+    recording = Recording()
+    sim, client = eb(transport=recording, page_size=20, repeat_entry_every=2, served_days=90, unattended_limit=1)
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+    client.session(consent.session_id)
+    one = consent.accounts[0]
+    provider.booked(consent, one, TODAY - dt.timedelta(days=120), TODAY, attended=USER_PRESENT)
+    provider.pending(consent, one, attended=USER_PRESENT)
+    provider.balances(consent, one)
+    with pytest.raises(ProviderLimitExceeded):
+        provider.balances(consent, one)
+    provider.end(consent)
+    with pytest.raises(AuthorizationRequired):
+        provider.balances(consent, one)
+    checked = Counter()
+    for method, path, status, body in recording.seen:
+        if status >= 400:
+            name = "ErrorResponse"
+        else:
+            name = next(n for m, pattern, n in SHAPE_OF if m == method and re.fullmatch(pattern, path))
+        jsonschema.validate(json.loads(body), {**SHAPES, "$ref": f"#/$defs/{name}"})
+        checked[name] += 1
+    assert set(checked) == {n for _, _, n in SHAPE_OF} | {"ErrorResponse"}, checked

@@ -233,6 +233,7 @@ async def session_endpoint(request: Request) -> Response:
         ],
         "aspsp": session.aspsp,
         "psu_type": "personal",
+        "psu_id_hash": st.identification_hash(session.user, "psu"),
         "access": body["access"],
         "created": session.created.isoformat(),
     })
