@@ -9,11 +9,12 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta, timezone
+from datetime import date, datetime, timezone
 
-from bank_pipeline import clock
+from bank_pipeline.simulator.config import SimulatorConfig
 from bank_pipeline.simulator.enablebanking.config import EnableBankingSimConfig
-from bank_pipeline.simulator.generator import AccountSpec, UserData, generate_user
+from bank_pipeline.simulator.generator import AccountSpec, UserData
+from bank_pipeline.simulator.state import SimulatorState
 
 UTC = timezone.utc
 
@@ -57,8 +58,11 @@ class EnableBankingState:
     def __init__(self, config: EnableBankingSimConfig):
         self.config = config
         self.lock = threading.RLock()
-        self._today = config.today
-        self.start_date: date = (config.today or clock.today_utc()) - timedelta(days=config.history_days)
+        # The TrueLayer simulator's users, days and clock, used as they are (its state holds no
+        # consent of ours).
+        self.bank = SimulatorState(
+            SimulatorConfig(seed=config.seed, today=config.today, history_days=config.history_days)
+        )
         self.base_url = ""
         self.authorizations: dict[str, Authorization] = {}
         self.codes: dict[str, str] = {}  # code -> authorization id
@@ -67,31 +71,21 @@ class EnableBankingState:
         self.reads: dict[tuple[str, date], int] = {}  # (identification hash, day) -> unattended reads
         self.requests = 0
         self.bank_errors_left = config.bank_error_count
-        self._cache: dict[str, UserData] = {}
 
-    # --- clock ---------------------------------------------------------------------------
+    # --- clock and data ---------------------------------------------------------------------
     @property
     def today(self) -> date:
-        return self._today or clock.today_utc()
+        return self.bank.today
 
     def set_today(self, today: date) -> None:
-        with self.lock:
-            self._today = today
+        self.bank.set_today(today)
 
     def now(self) -> datetime:
         """Simulated now: the simulator's today at the pipeline clock's time of day."""
-        return datetime.combine(self.today, clock.now().time(), UTC)
+        return self.bank.sim_now()
 
-    # --- data -----------------------------------------------------------------------------
     def user_data(self, user: str) -> UserData:
-        with self.lock:
-            need = self.today.toordinal() + 5
-            data = self._cache.get(user)
-            if data is None or data.end_day < need:
-                end = date.fromordinal(max(need + 60, self.start_date.toordinal() + 1))
-                data = generate_user(self.config.seed, user, self.start_date, end)
-                self._cache[user] = data
-            return data
+        return self.bank.user_data(user)
 
     def identification_hash(self, user: str, key: str) -> str:
         """Stable across sessions (like Enable Banking's hash of the account number)."""
