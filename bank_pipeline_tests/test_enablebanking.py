@@ -143,8 +143,9 @@ def test_consent_accounts_keep_their_identity_across_sessions(eb):
 
 
 def test_a_window_fetched_page_by_page_equals_the_ground_truth(eb):
-    # Small pages, an empty page with a key every 3rd page, every 2nd page repeating a row.
-    sim, client = eb(page_size=7, repeat_entry_every=2, empty_page_every=3, unattended_limit=None)
+    # Small pages, an empty page with a key every 3rd page, every 2nd page repeating a row, and
+    # distinct rows that share an entry reference (both must be kept).
+    sim, client = eb(page_size=7, repeat_entry_every=2, empty_page_every=3, shared_reference_every=5, unattended_limit=None)
     consent = grant(EnableBankingProvider(client))
     first, last = TODAY - dt.timedelta(days=60), TODAY - dt.timedelta(days=1)
     gt = truth(sim, "alice", first, last)
@@ -155,6 +156,24 @@ def test_a_window_fetched_page_by_page_equals_the_ground_truth(eb):
         pages, repeats = pages + rows.pages, repeats + rows.repeats
         assert rows.calls == rows.pages
     assert pages > 10 and repeats > 0
+    shared = Counter(t["entry_reference"] for a in gt.values() for t in a["booked"])
+    assert max(shared.values()) > 1
+
+
+def test_a_read_the_budget_refuses_is_never_sent(eb):
+    sim, client = eb()
+    provider = EnableBankingProvider(client)
+    consent = grant(provider)
+
+    def refuse() -> None:
+        raise BankPipelineError("no unattended call left today")
+
+    client.before_attempt = refuse
+    calls = client.calls_made
+    with pytest.raises(BankPipelineError, match="no unattended call"):
+        provider.balances(consent, consent.accounts[0])
+    assert client.calls_made == calls
+    assert httpx.get(f"{sim.base_url}/_sim/stats").json()["unattended_reads"] == []
 
 
 def test_a_listing_that_fills_its_last_page_ends_on_an_empty_page(eb):

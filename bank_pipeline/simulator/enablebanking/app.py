@@ -244,7 +244,7 @@ async def session_endpoint(request: Request) -> Response:
 
 def _booked_json(st: EnableBankingState, user: str, spec: AccountSpec, t: Txn) -> dict:
     row: dict[str, Any] = {
-        "entry_reference": st.entry_reference(user, spec.key, t.uid, "BOOK"),
+        "entry_reference": st.booked_reference(user, spec.key, t),
         "transaction_id": st.entry_reference(user, spec.key, t.uid, f"id{st.requests}"),
         "transaction_amount": {"currency": spec.currency, "amount": pence_str(abs(t.amount))},
         "credit_debit_indicator": "DBIT" if t.amount < 0 else "CRDT",
@@ -432,7 +432,7 @@ async def ground_truth(request: Request) -> Response:
             "currency": spec.currency,
             "booked": [
                 {
-                    "entry_reference": st.entry_reference(user, spec.key, t.uid, "BOOK"),
+                    "entry_reference": st.booked_reference(user, spec.key, t),
                     "internal_id": t.uid,
                     "booking_date": date.fromordinal(t.booking_day).isoformat(),
                     "amount": pence_str(t.amount),
@@ -443,7 +443,7 @@ async def ground_truth(request: Request) -> Response:
             "pending": [
                 {
                     "entry_reference": st.entry_reference(user, spec.key, t.uid, "PDNG"),
-                    "booked_entry_reference": st.entry_reference(user, spec.key, t.uid, "BOOK"),
+                    "booked_entry_reference": st.booked_reference(user, spec.key, t),
                     "internal_id": t.uid,
                     "amount": pence_str(pending_pence(spec, t)),
                 }

@@ -26,6 +26,9 @@ class EnableBankingSimConfig:
     page_size: int = 50
     # Every Nth page starts with the previous page's last row again (a repeated entry_reference).
     repeat_entry_every: int | None = None
+    # Every Nth booked row (by a stable hash) shares the entry_reference of the row booked before
+    # it: two distinct transactions under one reference, as some banks send.
+    shared_reference_every: int | None = None
     # After every Nth page, an empty page that still carries a continuation key.
     empty_page_every: int | None = None
     # The bank serves only this many days of history (before: WRONG_TRANSACTIONS_PERIOD).
@@ -46,7 +49,7 @@ class EnableBankingSimConfig:
     max_consent_days: int = 180
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "repeat_entry_every", "empty_page_every", "served_days", "full_history_minutes", "max_consent_days"):
+        for name in ("page_size", "repeat_entry_every", "shared_reference_every", "empty_page_every", "served_days", "full_history_minutes", "max_consent_days"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise BankPipelineError(f"Enable Banking simulator: {name} must be a whole number >= 1, got {value!r}")

@@ -13,7 +13,7 @@ from datetime import date, datetime, timezone
 
 from bank_pipeline.simulator.config import SimulatorConfig
 from bank_pipeline.simulator.enablebanking.config import EnableBankingSimConfig
-from bank_pipeline.simulator.generator import AccountSpec, UserData
+from bank_pipeline.simulator.generator import AccountSpec, Txn, UserData
 from bank_pipeline.simulator.state import SimulatorState
 
 UTC = timezone.utc
@@ -71,6 +71,7 @@ class EnableBankingState:
         self.reads: dict[tuple[str, date], int] = {}  # (identification hash, day) -> unattended reads
         self.requests = 0
         self.bank_errors_left = config.bank_error_count
+        self._positions: dict[tuple[str, str], dict[str, int]] = {}  # (user, key) -> uid -> index
 
     # --- clock and data ---------------------------------------------------------------------
     @property
@@ -95,6 +96,19 @@ class EnableBankingState:
     def entry_reference(self, user: str, key: str, internal_id: str, status: str) -> str:
         """Stable for a row in one status; a pending row gets another when it is booked."""
         return hashlib.blake2b(f"{self.config.seed}|{user}|{key}|{internal_id}|{status}".encode(), digest_size=10).hexdigest()
+
+    def booked_reference(self, user: str, key: str, t: Txn) -> str:
+        """A booked row's entry reference; with `shared_reference_every`, some rows reuse the
+        reference of the account's row before them."""
+        every = self.config.shared_reference_every
+        if every and int(self.entry_reference(user, key, t.uid, "share"), 16) % every == 0:
+            account = self.user_data(user).accounts[key]
+            with self.lock:
+                index = self._positions.setdefault((user, key), {x.uid: i for i, x in enumerate(account.txns)})
+            position = index[t.uid]
+            if position > 0:
+                return self.entry_reference(user, key, account.txns[position - 1].uid, "BOOK")
+        return self.entry_reference(user, key, t.uid, "BOOK")
 
     # --- consent ---------------------------------------------------------------------------
     def start(self, aspsp: dict, redirect_url: str, state: str, valid_until: datetime) -> Authorization:
