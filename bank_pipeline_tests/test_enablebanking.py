@@ -271,14 +271,17 @@ def test_an_expired_or_ended_session_asks_for_a_new_consent(eb, move_clock, capl
     later = TODAY + dt.timedelta(days=11)
     httpx.post(f"{sim.base_url}/_sim/clock", json={"today": later.isoformat()}).raise_for_status()
     move_clock(later)
-    with caplog.at_level(logging.DEBUG), pytest.raises(AuthorizationRequired) as expired:
+    caplog.set_level(logging.DEBUG)
+    with pytest.raises(AuthorizationRequired) as expired:
         provider.booked(consent, account, later - dt.timedelta(days=5), later)
     assert expired.value.error == "EXPIRED_SESSION" and "connect" in str(expired.value)
     fresh = grant(provider)
+    client.session(fresh.session_id)
     provider.end(fresh)
     with pytest.raises(AuthorizationRequired) as ended:
         provider.balances(fresh, fresh.accounts[0])
     assert ended.value.error == "CLOSED_SESSION"
+    assert "DELETE" in caplog.text and "/sessions/<redacted>" in caplog.text  # httpx logged the calls
     for session_id in (consent.session_id, fresh.session_id):
         assert session_id not in caplog.text + str(expired.value) + str(ended.value)
 

@@ -23,6 +23,7 @@ import httpx
 from bank_pipeline import clock
 from bank_pipeline.providers.base import Attended, Rows
 from bank_pipeline.providers.enablebanking.errors import WindowNotServed, error_for_response
+from bank_pipeline.providers.enablebanking.redaction import install_session_redaction
 from bank_pipeline.providers.enablebanking.signing import ApplicationKey
 from bank_pipeline.retries import parse_retry_after, retrying
 from bank_pipeline.truelayer.client import RetryPolicy
@@ -39,6 +40,7 @@ from bank_pipeline.truelayer.windows import check_range
 __all__ = ["API_URL", "EnableBankingClient", "SHORTER_WINDOWS", "TRANSACTION_STATUSES"]
 
 log = logging.getLogger(__name__)
+install_session_redaction()
 
 API_URL = "https://api.enablebanking.com"
 TRANSACTION_STATUSES = ("BOOK", "PDNG")
