@@ -90,7 +90,7 @@ def grant(provider: EnableBankingProvider, user: str = "alice", days: int = 90):
     assert redirect.status_code == 302
     query = parse_qs(urlsplit(redirect.headers["location"]).query)
     assert query["state"] == ["s-1"]
-    return provider.exchange(query["code"][0])
+    return provider.exchange(link, query["code"][0])
 
 
 def truth(sim, user: str, first: dt.date, last: dt.date) -> dict:

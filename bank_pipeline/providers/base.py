@@ -39,11 +39,14 @@ class Bank:
 
 @dataclass(frozen=True)
 class ConsentLink:
-    """Where to send the user to grant a consent; `state` comes back with the redirect."""
+    """Where to send the user to grant a consent; `state` comes back with the redirect.
+    `verifier`: what the provider needs back to complete it (TrueLayer's PKCE verifier; Enable
+    Banking needs nothing), a secret kept with the link and never shown."""
 
     url: str
     state: str
     reference: str  # the provider's id of this authorisation attempt (not a secret)
+    verifier: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class BankProvider(Protocol):
         """Start a consent valid until `valid_until` (capped by the bank's maximum)."""
         ...
 
-    def exchange(self, code: str) -> Consent:
-        """The consent the redirect's `code` stands for, with its accounts."""
+    def exchange(self, link: ConsentLink, code: str) -> Consent:
+        """The consent the redirect's `code` stands for (the redirect answered `link`), with its
+        accounts."""
         ...
 
     def booked(

@@ -68,7 +68,7 @@ class EnableBankingProvider:
         )
         return ConsentLink(url=data["url"], state=state, reference=str(data.get("authorization_id") or ""))
 
-    def exchange(self, code: str) -> Consent:
+    def exchange(self, link: ConsentLink, code: str) -> Consent:
         data = self.client.authorize_session(code)
         access = data.get("access") if isinstance(data.get("access"), dict) else {}
         aspsp = data.get("aspsp") if isinstance(data.get("aspsp"), dict) else None
