@@ -253,6 +253,20 @@ def test_the_fifth_unattended_read_of_the_day_is_refused_and_not_retried(eb, mov
     assert provider.balances(consent, one)
 
 
+def test_a_continuation_key_is_valid_only_in_its_own_session(eb):
+    _, client = eb(page_size=5, unattended_limit=None)
+    provider = EnableBankingProvider(client)
+    first, second = grant(provider), grant(provider)
+    window = (TODAY - dt.timedelta(days=30), TODAY)
+    _, key, _ = client.transactions_page(first.accounts[0].provider_account_id, date_from=window[0], date_to=window[1])
+    assert key
+    with pytest.raises(InvalidRequest) as refused:
+        client.transactions_page(
+            second.accounts[0].provider_account_id, date_from=window[0], date_to=window[1], continuation_key=key
+        )
+    assert refused.value.error == "WRONG_CONTINUATION_KEY" and key not in str(refused.value)
+
+
 def test_half_the_psu_headers_is_refused_by_the_simulator(eb):
     sim, client = eb()
     consent = grant(EnableBankingProvider(client))

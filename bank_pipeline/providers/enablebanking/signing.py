@@ -9,6 +9,7 @@ JWTs never appear in a repr, a log line or an error message.
 from __future__ import annotations
 
 import datetime as dt
+import threading
 from pathlib import Path
 
 import jwt
@@ -35,6 +36,7 @@ class ApplicationKey:
             raise BankPipelineError("the Enable Banking private key must be an RSA key (RS256)")
         self.application_id = application_id.strip()
         self._key = private_key
+        self._lock = threading.Lock()
         self._token: str | None = None
         self._token_issued: dt.datetime | None = None
         self._token_expires: dt.datetime | None = None
@@ -72,11 +74,12 @@ class ApplicationKey:
     def token(self) -> str:
         """The current JWT, signed again when it is within `RESIGN_BEFORE` of expiring."""
         now = clock.now()
-        issued, expires = self._token_issued, self._token_expires
-        if self._token is None or issued is None or expires is None or not issued <= now < expires - RESIGN_BEFORE:
-            self._token = self.sign(now)
-            self._token_issued, self._token_expires = now, now + LIFETIME
-        return self._token
+        with self._lock:
+            issued, expires = self._token_issued, self._token_expires
+            if self._token is None or issued is None or expires is None or not issued <= now < expires - RESIGN_BEFORE:
+                self._token = self.sign(now)
+                self._token_issued, self._token_expires = now, now + LIFETIME
+            return self._token
 
     def __repr__(self) -> str:
         return f"ApplicationKey(application_id={self.application_id!r}, private_key=<hidden>)"

@@ -503,3 +503,4 @@ def run_in_thread(config: EnableBankingSimConfig, host: str = "127.0.0.1", port:
     app.state.eb.base_url = base_url = url_of(sock)
     with serve_in_thread(app, sock, "enablebanking-simulator"):
         yield SimHandle(base_url, sock.getsockname()[1], app.state.eb)
+
