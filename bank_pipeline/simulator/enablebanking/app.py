@@ -391,9 +391,9 @@ async def transactions(request: Request) -> Response:
         listing = Listing(session.session_id, uid, query, offset=0, page=1)
     config = st.config
     if listing.empty:
-        after = Listing(session.session_id, uid, query, listing.offset, listing.page + 1)
+        after = Listing(session.session_id, uid, query, listing.offset, listing.page + 1, rows=listing.rows)
         return _json({"transactions": [], "continuation_key": st.new_key(after)})
-    rows = _listing_rows(st, session, spec, query)
+    rows = listing.rows if listing.rows is not None else _listing_rows(st, session, spec, query)
     size, offset = config.page_size, listing.offset
     page = rows[offset:offset + size]
     if config.repeat_entry_every and listing.page > 1 and listing.page % config.repeat_entry_every == 0 and offset > 0:
@@ -402,7 +402,7 @@ async def transactions(request: Request) -> Response:
     next_key = None
     if more:
         planted = bool(config.empty_page_every) and listing.page % config.empty_page_every == 0
-        after = Listing(session.session_id, uid, query, offset + size, listing.page + 1, empty=planted)
+        after = Listing(session.session_id, uid, query, offset + size, listing.page + 1, empty=planted, rows=rows)
         next_key = st.new_key(after)
     return _json({"transactions": page, "continuation_key": next_key})
 

@@ -52,6 +52,7 @@ class Listing:
     offset: int
     page: int  # number of the page the key asks for (1-based; the first page is 1)
     empty: bool = False  # this page is a planted empty one
+    rows: list[dict] | None = field(default=None, repr=False)  # the listing, rendered at its first page
 
 
 class EnableBankingState:
