@@ -368,13 +368,17 @@ def test_a_window_refused_in_another_shape_is_still_a_window_not_served():
     assert named.corrected_from == dt.date(2026, 8, 23)
 
 
-def test_bank_errors_are_retried(eb):
-    sim, client = eb(bank_error_count=2, page_size=500, unattended_limit=None)
+def test_bank_errors_are_retried_page_by_page(eb):
+    sim, client = eb(bank_error_every=3, page_size=10, unattended_limit=None)
     provider = EnableBankingProvider(client)
     consent = grant(provider)
+    account = consent.accounts[0]
+    window = (TODAY - dt.timedelta(days=60), TODAY)
     calls = client.calls_made
-    rows = provider.booked(consent, consent.accounts[0], TODAY - dt.timedelta(days=30), TODAY)
-    assert rows.calls == rows.pages + 2 and client.calls_made == calls + rows.pages + 2
+    rows = provider.booked(consent, account, *window)
+    assert fetched(rows.rows) == expected(truth(sim, "alice", *window)[account.identity])
+    assert rows.pages > 3 and rows.calls - rows.pages == rows.calls // 3  # every 3rd request failed once
+    assert client.calls_made == calls + rows.calls
 
 
 class Recording(httpx.HTTPTransport):

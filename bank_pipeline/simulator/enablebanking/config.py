@@ -41,19 +41,18 @@ class EnableBankingSimConfig:
     # Unattended reads (no PSU headers) per account per simulated day; None: no limit. A read is
     # a balances call or the first page of a transactions listing (continuation pages are free).
     unattended_limit: int | None = 4
-    # The next this many account reads fail with 500 ASPSP_ERROR (not counted as reads).
-    bank_error_count: int = 0
+    # Every Nth account request (continuation pages included) fails with 500 ASPSP_ERROR, not
+    # counted as a read; the retry is the next request.
+    bank_error_every: int | None = None
     # Banks that report no pending rows.
     with_pending: bool = True
     # The longest consent the bank grants.
     max_consent_days: int = 180
 
     def __post_init__(self) -> None:
-        for name in ("page_size", "repeat_entry_every", "shared_reference_every", "empty_page_every", "served_days", "full_history_minutes", "max_consent_days"):
+        for name in ("page_size", "bank_error_every", "repeat_entry_every", "shared_reference_every", "empty_page_every", "served_days", "full_history_minutes", "max_consent_days"):
             value = getattr(self, name)
             if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
                 raise BankPipelineError(f"Enable Banking simulator: {name} must be a whole number >= 1, got {value!r}")
-        if self.bank_error_count < 0:
-            raise BankPipelineError("Enable Banking simulator: bank_error_count must be >= 0")
         if self.unattended_limit is not None and self.unattended_limit < 0:
             raise BankPipelineError("Enable Banking simulator: unattended_limit must be >= 0")

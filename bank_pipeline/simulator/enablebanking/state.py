@@ -71,7 +71,7 @@ class EnableBankingState:
         self.listings: dict[str, Listing] = {}
         self.reads: dict[tuple[str, date], int] = {}  # (identification hash, day) -> unattended reads
         self.requests = 0
-        self.bank_errors_left = config.bank_error_count
+        self.account_requests = 0
         self._positions: dict[tuple[str, str], dict[str, int]] = {}  # (user, key) -> uid -> index
 
     # --- clock and data ---------------------------------------------------------------------
@@ -156,12 +156,11 @@ class EnableBankingState:
             return self.reads[key]
 
     def bank_fails(self) -> bool:
-        """Whether this read is one of the configured bank failures."""
+        """Whether this account request is one of the configured bank failures."""
         with self.lock:
-            if self.bank_errors_left > 0:
-                self.bank_errors_left -= 1
-                return True
-            return False
+            self.account_requests += 1
+            every = self.config.bank_error_every
+            return bool(every) and self.account_requests % every == 0
 
     def new_key(self, listing: Listing) -> str:
         with self.lock:
