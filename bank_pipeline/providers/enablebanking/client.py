@@ -2,8 +2,8 @@
 retries with backoff, transactions followed page by page to the end.
 
 Retries (the same policy as TrueLayer's client) cover 429s other than the bank's daily limit, 5xx
-and `ASPSP_ERROR`/`ASPSP_TIMEOUT`, and timeouts/connection errors on reads; a POST is retried only
-when it was refused unprocessed (429). `ASPSP_RATE_LIMIT_EXCEEDED` — the bank's few unattended
+and `ASPSP_ERROR`/`ASPSP_TIMEOUT`, and timeouts/connection errors on reads (GET); a POST or DELETE
+is retried only when it was refused unprocessed (429). `ASPSP_RATE_LIMIT_EXCEEDED` — the bank's few unattended
 reads per account per day — is final at once. Reads with the user present (`Attended`) carry the
 `Psu-Ip-Address` and `Psu-User-Agent` headers, which tell Enable Banking and the bank that the read
 does not count against that budget.
@@ -55,7 +55,7 @@ def _retryable_read(exc: BaseException) -> bool:
     return isinstance(exc, (RateLimited, ServerError)) and exc.status_code != 501
 
 
-def _retryable_post(exc: BaseException) -> bool:
+def _retryable_write(exc: BaseException) -> bool:
     return isinstance(exc, RateLimited)
 
 
@@ -130,7 +130,7 @@ class EnableBankingClient:
         shown = shown or path
         loop = retrying(
             attempts=self.retry.max_attempts,
-            retry_if=_retryable_read if method == "GET" else _retryable_post,
+            retry_if=_retryable_read if method == "GET" else _retryable_write,
             wait=self.retry.wait(),
             log=log,
             what=f"Enable Banking {method} {shown}",
