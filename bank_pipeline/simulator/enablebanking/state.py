@@ -9,14 +9,12 @@ import secrets
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 
 from bank_pipeline.simulator.config import SimulatorConfig
 from bank_pipeline.simulator.enablebanking.config import EnableBankingSimConfig
 from bank_pipeline.simulator.generator import AccountSpec, Txn, UserData
 from bank_pipeline.simulator.state import SimulatorState
-
-UTC = timezone.utc
 
 
 @dataclass
