@@ -142,13 +142,14 @@ def test_consent_accounts_keep_their_identity_across_sessions(eb):
     assert first.session_id not in repr(first)
 
 
-def test_a_window_fetched_page_by_page_equals_the_ground_truth(eb):
+@pytest.mark.parametrize("user", ["alice", "bob"])
+def test_a_window_fetched_page_by_page_equals_the_ground_truth(eb, user):
     # Small pages, an empty page with a key every 3rd page, every 2nd page repeating a row, and
     # distinct rows that share an entry reference (both must be kept).
     sim, client = eb(page_size=7, repeat_entry_every=2, empty_page_every=3, shared_reference_every=5, unattended_limit=None)
-    consent = grant(EnableBankingProvider(client))
+    consent = grant(EnableBankingProvider(client), user)
     first, last = TODAY - dt.timedelta(days=60), TODAY - dt.timedelta(days=1)
-    gt = truth(sim, "alice", first, last)
+    gt = truth(sim, user, first, last)
     pages = repeats = 0
     for account in consent.accounts:
         rows = client.transactions(account.provider_account_id, first, last, status="BOOK")
@@ -247,6 +248,10 @@ def test_the_fifth_unattended_read_of_the_day_is_refused_and_not_retried(eb, mov
     assert limited.value.error == "ASPSP_RATE_LIMIT_EXCEEDED" and "tomorrow" in str(limited.value)
     assert provider.booked(consent, one, *window, attended=USER_PRESENT).rows  # the user is present
     assert provider.balances(consent, other)  # another account has its own budget
+    again = grant(provider)  # the bank counts per account, not per consent
+    same = next(a for a in again.accounts if a.identity == one.identity)
+    with pytest.raises(ProviderLimitExceeded):
+        provider.balances(again, same)
     tomorrow = TODAY + dt.timedelta(days=1)
     httpx.post(f"{sim.base_url}/_sim/clock", json={"today": tomorrow.isoformat()}).raise_for_status()
     move_clock(tomorrow)
