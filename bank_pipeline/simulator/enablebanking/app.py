@@ -336,6 +336,8 @@ def _listing_rows(st: EnableBankingState, session: Session, spec: AccountSpec, q
 
 
 def _query(st: EnableBankingState, request: Request, session: Session) -> tuple | Response:
+    """(date_from, date_to, status) of a transactions request, or the bank's refusal. The served
+    history is checked when a listing starts; its continuation pages are part of what was accepted."""
     q = request.query_params
     try:
         day_from = date.fromisoformat(q["date_from"]) if q.get("date_from") else None
@@ -359,7 +361,7 @@ def _query(st: EnableBankingState, request: Request, session: Session) -> tuple 
         config.full_history_minutes is not None
         and st.now() < session.created + timedelta(minutes=config.full_history_minutes)
     )
-    if served is not None and status != "PDNG" and not just_consented:
+    if served is not None and status != "PDNG" and not just_consented and not q.get("continuation_key"):
         first = today - timedelta(days=served - 1)
         if day_from < first:
             detail = {"date_from": first.isoformat()} if config.name_served_from else {"message": "Requested time period out of bound."}
