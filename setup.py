@@ -33,6 +33,7 @@ setup(
         "sqlalchemy>=2.0,<2.2",
         "alembic>=1.13",
         "cryptography>=43",
+        "pyjwt[crypto]>=2.8,<3",  # Enable Banking: an RS256 JWT on every call
         "anthropic>=0.40",
         "psycopg[binary]>=3.2",
         "truelayer-signing>=0.4",
