@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
+from functools import lru_cache
 
 from bank_pipeline.categories import Category, load_categories
 from bank_pipeline.enrich.knowledge import KindWord, KnowledgeBase, MerchantMatch, load_knowledge_base
@@ -43,6 +44,12 @@ KIND_WORD = 0.45  # a word shared with many brands of one kind, nothing else kno
 _TRANSFER_METHODS = frozenset({"faster_payment", "transfer", "standing_order"})
 # "FROM R BROWN", "MR A KHAN", "J SMITH": an initial and a surname reads as a person.
 _PERSON = re.compile(r"^(?:from |to )?(?:mr |mrs |ms |miss |dr )?[a-z] (?:[a-z] )?[a-z]{2,}\b")
+
+
+@lru_cache(maxsize=4096)
+def _payee(text: str, prefixes: tuple[str, ...], noise: frozenset[str]) -> tuple[str, ...]:
+    """`payee_words`, once per text: the brand and kind-of-business steps both ask."""
+    return tuple(payee_words(text, prefixes, noise))
 
 
 def _body(cleaned: str, suffix: bool = True) -> str:
@@ -235,9 +242,9 @@ class OfflineModel:
         """A best guess for a payee nothing knows: a word its name shares with many brands of one
         kind ("ROSA'S PIZZERIA" → takeaway), on TrueLayer's merchant_name and the description."""
         kb = self.kb
-        words = payee_words(txn.description, kb.processor_prefixes, kb.noise_words)
+        words = list(_payee(txn.description, kb.processor_prefixes, kb.noise_words))
         if txn.merchant_name:
-            words += payee_words(txn.merchant_name, kb.processor_prefixes, kb.noise_words)
+            words += list(_payee(txn.merchant_name, kb.processor_prefixes, kb.noise_words))
         found = kb.kind_of(words)
         return found if found and self._allows(found.category, txn.direction) else None
 
@@ -249,11 +256,11 @@ class OfflineModel:
             return None, False, ""
         kb = self.kb
         if txn.merchant_name:
-            named = payee_words(txn.merchant_name, kb.processor_prefixes, kb.noise_words)
+            named = list(_payee(txn.merchant_name, kb.processor_prefixes, kb.noise_words))
             found = kb.match_brand(named)
             if found:
                 return found, True, " ".join(named[found.start : found.start + found.words])
-        words = payee_words(txn.description, kb.processor_prefixes, kb.noise_words)
+        words = list(_payee(txn.description, kb.processor_prefixes, kb.noise_words))
         payee = _body(" ".join(words), suffix=False).split()
         found = kb.match_brand(payee)
         if found is None:

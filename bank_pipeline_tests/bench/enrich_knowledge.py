@@ -13,8 +13,9 @@ they see the same rows. Sets (bank_pipeline_tests/data):
   so optimistic.
 Calibration: rows grouped by the confidence the enricher gave; each group's share right beside its
 mean confidence, and the expected calibration error (ECE, weighted mean gap). "unknown" counts as
-wrong. Time: mean over every row of every set, three passes, after a warm-up that loads the
-knowledge base (load time printed apart). Size: bytes of the package's files (no bytecode).
+wrong. Time: mean per row over every set, the first time each description is seen (the enricher
+keeps a small cache of payee words) and again over three more passes; the knowledge base's load
+is printed apart. Size: bytes of the package's files (no bytecode).
 
 `BANK_PIPELINE_BENCH_BEFORE=<rev>` picks another "before" revision.
 """
@@ -51,15 +52,18 @@ def txn(i, r):
                     merchant_name=r.get("merchant_name"), transaction_category=r.get("transaction_category"),
                     transaction_classification=tuple(r.get("classification") or ()))
 inputs = [txn(i, r) for rows in sets.values() for i, r in enumerate(rows)]
+t0 = time.perf_counter()
 out = {name: [[e.category, e.confidence] for e in (model.classify(txn(i, r)) for i, r in enumerate(rows))]
        for name, rows in sets.items()}
+first_ms = (time.perf_counter() - t0) / len(inputs) * 1000
 passes = 3
 t0 = time.perf_counter()
 for _ in range(passes):
     for t in inputs:
         model.classify(t)
-per_ms = (time.perf_counter() - t0) / (passes * len(inputs)) * 1000
-json.dump({"answers": out, "per_txn_ms": per_ms, "load_s": load, "model": model.name}, sys.stdout)
+again_ms = (time.perf_counter() - t0) / (passes * len(inputs)) * 1000
+json.dump({"answers": out, "first_ms": first_ms, "again_ms": again_ms, "load_s": load, "model": model.name},
+          sys.stdout)
 """
 
 
@@ -184,9 +188,10 @@ def run(args) -> None:
         )
     n = sum(len(r) for r in sets.values())
     print(
-        f"time per transaction ({n} rows, 3 passes): before {before['per_txn_ms']:.3f} ms → after "
-        f"{after['per_txn_ms']:.3f} ms (target ≤ {MAX_MS:g} ms); knowledge base load before "
-        f"{before['load_s']:.2f} s → after {after['load_s']:.2f} s"
+        f"time per transaction, first sight of each of {n} descriptions: before {before['first_ms']:.3f} ms → "
+        f"after {after['first_ms']:.3f} ms (target ≤ {MAX_MS:g} ms); seen again (3 passes): before "
+        f"{before['again_ms']:.3f} ms → after {after['again_ms']:.3f} ms; knowledge base load and imports "
+        f"before {before['load_s']:.2f} s → after {after['load_s']:.2f} s"
     )
     size_before, size_after = package_bytes(before_tree), package_bytes(ROOT)
     growth = (size_after - size_before) / 1e6
