@@ -120,7 +120,8 @@ OSM_TAGS: dict[str, tuple[str, str | None, str]] = {
     "shop=tailor": ("shopping", "clothing", "tailor"),
     "shop=electronics": ("shopping", "electronics", "electronics_store"),
     "shop=computer": ("shopping", "electronics", "electronics_store"),
-    "shop=mobile_phone": ("shopping", "electronics", "electronics_store"),
+    # phone shops in the index are mostly the networks' own (Rogers, Verizon): paid for the bill
+    "shop=mobile_phone": ("utilities", "mobile", "mobile_network"),
     "shop=mobile_phone_accessories": ("shopping", "electronics", "electronics_store"),
     "shop=hifi": ("shopping", "electronics", "electronics_store"),
     "shop=appliance": ("shopping", "electronics", "electronics_store"),
@@ -258,7 +259,34 @@ OSM_TAGS: dict[str, tuple[str, str | None, str]] = {
     "shop=pawnbroker": ("debt_repayment", "loan", "lender"),
     "amenity=money_transfer": ("transfers", "to_others", "money_transfer"),
     "amenity=post_office": ("shopping", "general", "post_office"),
+    # operators and transit networks (OPERATOR_TAGS, TRANSIT_TAGS): who sends the household bill
+    # or sells the ticket
+    "power=minor_line": ("utilities", "energy", "energy_supplier"),
+    "office=water_utility": ("utilities", "water", "water_supplier"),
+    "man_made=water_works": ("utilities", "water", "water_supplier"),
+    "route=train": ("transport", "rail", "rail_operator"),
+    "route=subway": ("transport", "public_transport", "transit"),
+    "route=light_rail": ("transport", "public_transport", "transit"),
+    "route=tram": ("transport", "public_transport", "transit"),
+    "route=bus": ("transport", "public_transport", "transit"),
+    "route=trolleybus": ("transport", "public_transport", "transit"),
+    "route=ferry": ("transport", "public_transport", "ferry"),
 }
+# Besides brands, NSI lists operators (of power lines, water works, …) and transit networks; only
+# these are read: the local electricity network and the water company bill households, and a
+# ticket names the network. (Operators of schools, parks, post boxes bill nobody.)
+OPERATOR_TAGS = frozenset({"power=minor_line", "office=water_utility", "man_made=water_works"})
+TRANSIT_TAGS = frozenset(
+    {
+        "route=train",
+        "route=subway",
+        "route=light_rail",
+        "route=tram",
+        "route=bus",
+        "route=trolleybus",
+        "route=ferry",
+    }
+)
 
 # Names too plain to identify a chain in a bank description ("NEXT" is a clothes shop, but
 # "NEXT DAY DELIVERY" is not): never used as an alias on their own.
@@ -283,8 +311,9 @@ PLAIN_WORDS = frozenset(
     """.split()
 )
 _MIN_LETTERS = 4
-# A name listed both as a fuel station and as its shop ("Marathon") is fuel on a card statement.
-PREFERRED = frozenset({"amenity=fuel"})
+# A name listed both as a fuel station and as its forecourt shop ("Marathon") is fuel on a card
+# statement; a supermarket with fuel stations of the same name ("Coles") stays a supermarket.
+FORECOURT_SHOPS = frozenset({"shop=convenience", "shop=kiosk"})
 # Words that say what kind of business a name is ("pizza", "apotheke", "dental"): a word in the
 # names of at least WORD_MIN_BRANDS brands, WORD_MIN_SHARE of them in one category.
 WORD_MIN_BRANDS = 4
@@ -311,10 +340,13 @@ def _usable(alias: str, generic: list[re.Pattern[str]]) -> bool:
     return not any(p.search(alias) for p in generic)
 
 
-def _item_names(item: dict) -> list[str]:
+def _item_names(item: dict, kind: str) -> list[str]:
     tags = item.get("tags", {})
     names = [item.get("displayName", "")]
-    names += [tags.get(k, "") for k in _NAME_KEYS]
+    keys = (
+        _NAME_KEYS if kind == "brands" else (*_NAME_KEYS, "operator", "network", "operator:en", "network:en")
+    )
+    names += [tags.get(k, "") for k in keys]
     names += item.get("matchNames", [])
     return [_QUALIFIER.sub("", n).strip() for n in names if n]
 
@@ -326,30 +358,36 @@ def build(nsi: dict, generic_words: list[str], version: str) -> dict:
     # alias → Counter of tags naming it; alias → display name per tag (the first seen, sorted input)
     votes: dict[str, Counter] = defaultdict(Counter)
     display: dict[tuple[str, str], str] = {}
+    from_brands: set[str] = set()  # kind-of-business words are learnt from shops' names only
     for path in sorted(nsi):
         kind, key, value = (path.split("/") + ["", "", ""])[:3]
         tag = f"{key}={value}"
-        if kind != "brands" or tag not in OSM_TAGS:
+        wanted = {"brands": OSM_TAGS, "operators": OPERATOR_TAGS, "transit": TRANSIT_TAGS}.get(kind, ())
+        if tag not in wanted or tag not in OSM_TAGS:
             continue
         for item in sorted(nsi[path]["items"], key=lambda i: i.get("id", "")):
             shown = _QUALIFIER.sub("", item.get("tags", {}).get("brand:en") or item.get("displayName") or "")
             shown = shown.strip()
-            for name in _item_names(item):
+            for name in _item_names(item, kind):
                 alias = fold(name)
                 if not _usable(alias, generic):
                     continue
                 votes[alias][tag] += 1
+                if kind == "brands":
+                    from_brands.add(alias)
                 display.setdefault((alias, tag), shown if fold(shown) else name)
     groups: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
     for alias in sorted(votes):
-        tag = min(votes[alias], key=lambda t: (t not in PREFERRED, -votes[alias][t], order[t]))
+        tag = min(votes[alias], key=lambda t: (-votes[alias][t], order[t]))
+        if tag in FORECOURT_SHOPS and "amenity=fuel" in votes[alias]:
+            tag = "amenity=fuel"
         category, sub, mtype = OSM_TAGS[tag]
         groups[f"{category}|{sub or ''}|{mtype}"][display[(alias, tag)]].append(alias)
     return {
-        "words": kind_words(groups),
+        "words": kind_words(groups, from_brands),
         "about": (
-            "Brand names from OpenStreetMap's name-suggestion-index (BSD-3-Clause, see "
-            "brands.LICENSE.md), mapped to categories by bank_pipeline/enrich/brand_table.py"
+            "Brand, utility and transit network names from OpenStreetMap's name-suggestion-index "
+            "(BSD-3-Clause, see brands.LICENSE.md), mapped to categories by bank_pipeline/enrich/brand_table.py"
         ),
         "source": f"name-suggestion-index@{version}",
         "groups": {
@@ -359,7 +397,7 @@ def build(nsi: dict, generic_words: list[str], version: str) -> dict:
     }
 
 
-def kind_words(groups: dict[str, dict[str, list[str]]]) -> dict[str, list]:
+def kind_words(groups: dict[str, dict[str, list[str]]], learn_from: set[str]) -> dict[str, list]:
     """word → [category|subcategory|type, share of its brands in that category, brands]: the
     vocabulary of business kinds in every language the index covers, learnt from brand names."""
     per_word: dict[str, Counter] = defaultdict(Counter)
@@ -367,7 +405,7 @@ def kind_words(groups: dict[str, dict[str, list[str]]]) -> dict[str, list]:
     for key, names in groups.items():
         category = key.split("|")[0]
         for aliases in names.values():
-            for word in {w for alias in aliases for w in alias.split()}:
+            for word in {w for alias in aliases if alias in learn_from for w in alias.split()}:
                 if len(word) >= 3 and word not in _WORD_SKIP and not any(c.isdigit() for c in word):
                     per_word[word][category] += 1
                     keys[word][key] += 1

@@ -87,6 +87,12 @@ class KnowledgeBase:
         )
         self._add_brands(brands or {})
         self._prefix_aliases.sort(key=lambda item: -len(item[0]))
+        # Indexed by their first letters (every prefix alias has at least that many), longest
+        # first within each: a word is compared with the few aliases that could start it.
+        self._prefix_key = min((len(a) for a, _ in self._prefix_aliases), default=1)
+        self._prefix_index: dict[str, list[tuple[str, Merchant]]] = {}
+        for alias, merchant in self._prefix_aliases:
+            self._prefix_index.setdefault(alias[: self._prefix_key], []).append((alias, merchant))
         rules = self._rule
         self.keywords_first = [
             rules(r)
@@ -171,7 +177,7 @@ class KnowledgeBase:
                     break
             else:
                 word = words[start]
-                for alias, merchant in self._prefix_aliases:
+                for alias, merchant in self._prefix_index.get(word[: self._prefix_key], ()):
                     if word.startswith(alias) and len(word) > len(alias):
                         found = MerchantMatch(merchant, start, 1, False)
                         if best is None or found.rank() > best.rank():
