@@ -99,8 +99,12 @@ def test_chains_only_the_brand_table_knows():
 def test_brand_names_that_are_plain_words_or_people_do_not_take_over():
     # a transfer to a person called like a chain stays a transfer
     assert _ask("FPO ALBERT", -20).category == "transfers"
-    # a word beside the chain's name says what kind of place it is
-    assert _ask("THE RED LION PUB ASHFORD", -14).category == "dining"
+    # a word beside the chain's name says what kind of place it is; "THE …" is a pub's name
+    assert (_ask("RED LION PUB ASHFORD", -14).category, _ask("RED LION HOTEL BOISE ID").category) == (
+        "dining",
+        "travel",
+    )
+    assert _ask("THE RED LION", -14).category == "dining"
     # the chain's name must lead the payee: a town or a surname further on is not the chain
     assert _ask("CB CABINET DENTAIRE DR MARTIN 03/04 DIJON", -40).category != "groceries"
     # one-word chain name, but the other word says optician

@@ -186,13 +186,14 @@ class KnowledgeBase:
         return best
 
     def match_brand(self, payee: list[str]) -> MerchantMatch | None:
-        """The longest brand-table name the payee's words start with ("the" skipped): a chain's
-        name leads its card descriptor, and a brand word further on is often a town or a person."""
-        start = 1 if payee[:1] == ["the"] and len(payee) > 1 else 0
-        for size in range(min(_MAX_ALIAS_WORDS, len(payee) - start), 0, -1):
-            merchant = self._brands.get(tuple(payee[start : start + size]))
+        """The longest brand-table name the payee's words start with: a chain's name leads its
+        card descriptor, and a brand word further on is often a town or a person. A leading "the"
+        stays: "THE RED LION" is a pub, not the Red Lion hotel chain ("THE HOME DEPOT" is listed
+        with its "the")."""
+        for size in range(min(_MAX_ALIAS_WORDS, len(payee)), 0, -1):
+            merchant = self._brands.get(tuple(payee[:size]))
             if merchant:
-                return MerchantMatch(merchant, start, size, True)
+                return MerchantMatch(merchant, 0, size, True)
         return None
 
     def kind_of(self, words: list[str]) -> KindWord | None:

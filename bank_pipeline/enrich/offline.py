@@ -142,7 +142,13 @@ class OfflineModel:
             if rule and rule.category != brand.merchant.category:
                 return self._finish(
                     txn,
-                    self._result(rule.category, rule.subcategory, KIND_KEYWORD, merchant=merchant, **common),
+                    self._result(
+                        rule.category,
+                        rule.subcategory,
+                        KIND_KEYWORD,
+                        merchant=merchant or _display_name(named_body, self.kb),
+                        **common,
+                    ),
                 )
             return self._known(txn, brand, BRAND_SURE, common)
 
