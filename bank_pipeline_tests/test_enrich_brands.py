@@ -154,3 +154,15 @@ def test_enrich_review_lists_low_confidence_payees_most_frequent_first(
     assert cli.main(["enrich"]) == 2
     assert "enrich needs --from and --to" in capsys.readouterr().err
     assert cli.main(["enrich", "--review", "--limit", "0"]) == 2
+
+
+def test_payment_method_hints_of_continental_statements():
+    from bank_pipeline.enrich.payment import detect_payment_method
+
+    assert detect_payment_method("Kartenzahlung girocard Baeckerei Huber", None) == "card"
+    assert detect_payment_method("PRLV SEPA ASSURANCE HABITATION", None) == "direct_debit"
+    assert detect_payment_method("Dauerauftrag Sparplan", None) == "standing_order"
+    assert detect_payment_method("Ueberweisung an Anna Berg", None) == "transfer"
+    assert detect_payment_method("RETRAIT DAB 12/03 LYON", None) == "cash"
+    # a transfer to a person is a transfer, whatever chain shares the name
+    assert _ask("VIR SEPA EMIS M ALBERT DUPONT", -50).category == "transfers"
