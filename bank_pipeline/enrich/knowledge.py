@@ -5,7 +5,9 @@ Aliases are matched as whole words on `clean_text`, longest first, so "tesco pfs
 ("tescostores", "steamgames") because card descriptors often run words together.
 
 The brand table (brands.json, built by brand_table.py from OpenStreetMap's name-suggestion-index)
-comes last: chains in every country, matched as whole words only. Two hand-written files:
+is asked apart (`match_brand`), after the hand-written files: chains in every country, matched
+as whole words at the start of the payee's words only, and the kind-of-business words learnt
+from their names (`kind_of`). Two hand-written files:
 merchants.json (UK merchants, keyword rules) and vocabulary.json (chains met abroad and
 online, merchant-type words such as "motel", "dental", "gas station", processor prefixes). The
 vocabulary generalises beyond named merchants: most of a user's unknown payees still carry a word
@@ -39,7 +41,6 @@ class Merchant:
     wrapper: bool = False  # a payment processor (PayPal, SumUp): the real merchant may follow
     keep_name: bool = True  # False: do not report the processor as the merchant
     credit_category: tuple[str, str | None] | None = None
-    brand_table: bool = False  # from the open brand table (brand_table.py), not the hand-written files
 
 
 @dataclass(frozen=True)
@@ -143,7 +144,7 @@ class KnowledgeBase:
         for key, entries in brands.get("groups", {}).items():
             category, sub, mtype = key.split("|")
             for name, *aliases in entries:
-                merchant = Merchant(name, category, sub or None, mtype or None, brand_table=True)
+                merchant = Merchant(name, category, sub or None, mtype or None)
                 for alias in aliases:
                     words = tuple(alias.split())
                     if words and len(words) <= _MAX_ALIAS_WORDS and words not in self._aliases:
