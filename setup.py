@@ -19,7 +19,7 @@ setup(
     packages=find_namespace_packages(include=["bank_pipeline", "bank_pipeline.*"], exclude=["*.__pycache__"]),
     package_data={
         "bank_pipeline.db.migrations": ["script.py.mako"],
-        "bank_pipeline.enrich.data": ["*.json"],
+        "bank_pipeline.enrich.data": ["*.json", "*.LICENSE.md"],
         "bank_pipeline.ingest.data": ["*.txt"],
     },
     install_requires=[

@@ -30,10 +30,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Run the enrichment tiers (overrides → rules → cache → model) over booked transactions "
         "of a date range, outside Dagster. Overrides are never changed.",
     )
-    add_date_range(enrich, required=True)
+    add_date_range(enrich, required=False, first="first day (required to enrich)", last="last day (inclusive)")
     add_account_filter(enrich)
     enrich.add_argument(
         "--force", action="store_true", help="re-enrich transactions that already have an enrichment"
+    )
+    enrich.add_argument(
+        "--review",
+        action="store_true",
+        help="list the low-confidence enrichments (guesses) instead, grouped by payee, most frequent first; "
+        "correct them with `categorize`",
+    )
+    enrich.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="with --review: at most N payees (default 50)"
     )
     enrich.set_defaults(func=_enrich_cmd)
 
@@ -72,8 +81,12 @@ def _enrich_cmd(args: argparse.Namespace) -> int:
     from bank_pipeline.enrich import build_model, enrich_account_days
     from bank_pipeline.enrich.service import account_days_between
 
-    if args.date_to < args.date_from:
+    if args.date_from and args.date_to and args.date_to < args.date_from:
         raise BankPipelineError(f"--to {args.date_to} is before --from {args.date_from}")
+    if args.review:
+        return _review(args)
+    if args.date_from is None or args.date_to is None:
+        raise BankPipelineError("enrich needs --from and --to (or --review to list low-confidence rows)")
     settings, engine = _engine()
     account_days = account_days_between(engine, args.date_from, args.date_to, args.accounts)
     run_id = f"cli-{uuid.uuid4().hex[:12]}"
@@ -87,4 +100,32 @@ def _enrich_cmd(args: argparse.Namespace) -> int:
         f"cost ${meta['cost_usd']:.4f}; provisional {meta['provisional']}, replaced {meta['provisional_replaced']}, "
         f"queued for the model {meta['queued']}"
     )
+    return 0
+
+
+def _review(args: argparse.Namespace) -> int:
+    from bank_pipeline.enrich.review import REVIEW_BELOW, review_list, shown
+
+    if args.limit < 1:
+        raise BankPipelineError(f"--limit must be at least 1, got {args.limit}")
+    _, engine = _engine()
+    rows = review_list(
+        engine,
+        date_from=args.date_from,
+        date_to=args.date_to,
+        account_keys=args.accounts,
+        limit=args.limit,
+    )
+    if not rows:
+        print(f"nothing to review: every enrichment has confidence ≥ {REVIEW_BELOW:g} or is yours")
+        return 0
+    print(f"{len(rows)} payee(s) with confidence < {REVIEW_BELOW:g}, most frequent first:")
+    print("rows  confidence  guess                     payee (example transaction id: description)")
+    for r in rows:
+        guess = r.category + (f"/{r.subcategory}" if r.subcategory else "")
+        print(
+            f"{r.count:>4}  {r.confidence:>10.2f}  {guess:<24}  {shown(r.payee)} "
+            f"({r.example_id}: {shown(r.example)})"
+        )
+    print("correct one with: bank-pipeline categorize <transaction id> <category>")
     return 0

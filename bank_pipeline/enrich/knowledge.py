@@ -4,7 +4,11 @@ Aliases are matched as whole words on `clean_text`, longest first, so "tesco pfs
 "tesco" (groceries) and "uber eats" beats "uber". A single long word may also match as a prefix
 ("tescostores", "steamgames") because card descriptors often run words together.
 
-Two files: merchants.json (UK merchants, keyword rules) and vocabulary.json (chains met abroad and
+The brand table (brands.json, built by brand_table.py from OpenStreetMap's name-suggestion-index)
+is asked apart (`match_brand`), after the hand-written files: chains in every country, matched
+as whole words at the start of the payee's words only, and the kind-of-business words learnt
+from their names (`kind_of`). Two hand-written files:
+merchants.json (UK merchants, keyword rules) and vocabulary.json (chains met abroad and
 online, merchant-type words such as "motel", "dental", "gas station", processor prefixes). The
 vocabulary generalises beyond named merchants: most of a user's unknown payees still carry a word
 that says what kind of business they are.
@@ -23,6 +27,7 @@ from bank_pipeline.enrich.normalise import clean_text
 
 KB_PATH = Path(__file__).with_name("data") / "merchants.json"
 VOCABULARY_PATH = Path(__file__).with_name("data") / "vocabulary.json"
+BRANDS_PATH = Path(__file__).with_name("data") / "brands.json"
 _MAX_ALIAS_WORDS = 6
 _PREFIX_MIN_CHARS = 5
 
@@ -50,6 +55,17 @@ class MerchantMatch:
 
 
 @dataclass(frozen=True)
+class KindWord:
+    """A word that names a kind of business in the brand table's names ("pizza", "farmacia")."""
+
+    category: str
+    subcategory: str | None
+    merchant_type: str | None
+    share: float  # of the brands whose names hold the word, the share in this category
+    brands: int
+
+
+@dataclass(frozen=True)
 class KeywordRule:
     pattern: re.Pattern[str]
     category: str
@@ -59,16 +75,25 @@ class KeywordRule:
 
 
 class KnowledgeBase:
-    def __init__(self, data: dict, digest: str, vocabulary: dict | None = None):
+    def __init__(self, data: dict, digest: str, vocabulary: dict | None = None, brands: dict | None = None):
         self.digest = digest
         self._aliases: dict[tuple[str, ...], Merchant] = {}
         self._prefix_aliases: list[tuple[str, Merchant]] = []
+        self._brands: dict[tuple[str, ...], Merchant] = {}
+        self.kind_words: dict[str, KindWord] = {}
         vocabulary = vocabulary or {}
         self._add_merchants(data["merchants"], _PREFIX_MIN_CHARS)
         self._add_merchants(
             vocabulary.get("merchants", []), vocabulary.get("prefix_min_chars", _PREFIX_MIN_CHARS)
         )
+        self._add_brands(brands or {})
         self._prefix_aliases.sort(key=lambda item: -len(item[0]))
+        # Indexed by their first letters (every prefix alias has at least that many), longest
+        # first within each: a word is compared with the few aliases that could start it.
+        self._prefix_key = min((len(a) for a, _ in self._prefix_aliases), default=1)
+        self._prefix_index: dict[str, list[tuple[str, Merchant]]] = {}
+        for alias, merchant in self._prefix_aliases:
+            self._prefix_index.setdefault(alias[: self._prefix_key], []).append((alias, merchant))
         rules = self._rule
         self.keywords_first = [
             rules(r)
@@ -111,6 +136,20 @@ class KnowledgeBase:
                 if len(words) == 1 and len(words[0]) >= prefix_min:
                     self._prefix_aliases.append((words[0], merchant))
 
+    def _add_brands(self, brands: dict) -> None:
+        """The brand table: whole-word matches only (no prefixes: tens of thousands of names)."""
+        for word, (key, share, count) in brands.get("words", {}).items():
+            category, sub, mtype = key.split("|")
+            self.kind_words[word] = KindWord(category, sub or None, mtype or None, float(share), int(count))
+        for key, entries in brands.get("groups", {}).items():
+            category, sub, mtype = key.split("|")
+            for name, *aliases in entries:
+                merchant = Merchant(name, category, sub or None, mtype or None)
+                for alias in aliases:
+                    words = tuple(alias.split())
+                    if words and len(words) <= _MAX_ALIAS_WORDS and words not in self._aliases:
+                        self._brands.setdefault(words, merchant)
+
     @staticmethod
     def _rule(raw: dict) -> KeywordRule:
         methods = raw.get("methods")
@@ -123,7 +162,7 @@ class KnowledgeBase:
         )
 
     def __len__(self) -> int:
-        return len({id(m) for m in self._aliases.values()})
+        return len({id(m) for m in self._aliases.values()} | {id(m) for m in self._brands.values()})
 
     def match_merchant(self, cleaned: str) -> MerchantMatch | None:
         """The best merchant named in already-cleaned text (see module docstring)."""
@@ -139,13 +178,29 @@ class KnowledgeBase:
                     break
             else:
                 word = words[start]
-                for alias, merchant in self._prefix_aliases:
+                for alias, merchant in self._prefix_index.get(word[: self._prefix_key], ()):
                     if word.startswith(alias) and len(word) > len(alias):
                         found = MerchantMatch(merchant, start, 1, False)
                         if best is None or found.rank() > best.rank():
                             best = found
                         break
         return best
+
+    def match_brand(self, payee: list[str]) -> MerchantMatch | None:
+        """The longest brand-table name the payee's words start with: a chain's name leads its
+        card descriptor, and a brand word further on is often a town or a person. A leading "the"
+        stays: "THE RED LION" is a pub, not the Red Lion hotel chain ("THE HOME DEPOT" is listed
+        with its "the")."""
+        for size in range(min(_MAX_ALIAS_WORDS, len(payee)), 0, -1):
+            merchant = self._brands.get(tuple(payee[:size]))
+            if merchant:
+                return MerchantMatch(merchant, 0, size, True)
+        return None
+
+    def kind_of(self, words: list[str]) -> KindWord | None:
+        """The surest kind-of-business word among `words` (by share, then by how many brands)."""
+        found = [self.kind_words[w] for w in words if w in self.kind_words]
+        return max(found, key=lambda k: (k.share, k.brands), default=None)
 
     def keyword(
         self, rules: list[KeywordRule], cleaned: str, direction: str, method: str | None = None
@@ -169,9 +224,13 @@ class KnowledgeBase:
 
 
 @lru_cache(maxsize=4)
-def load_knowledge_base(path: str | None = None, vocabulary: str | None = None) -> KnowledgeBase:
-    """The shipped knowledge base (or `path`) with the vocabulary; the digest covers both files."""
+def load_knowledge_base(
+    path: str | None = None, vocabulary: str | None = None, brands: str | None = None
+) -> KnowledgeBase:
+    """The shipped knowledge base (or `path`) with the vocabulary and the brand table; the digest
+    covers all three files."""
     raw = Path(path or KB_PATH).read_bytes()
     vocab_raw = Path(vocabulary or VOCABULARY_PATH).read_bytes()
-    digest = hashlib.sha256(raw + b"\0" + vocab_raw).hexdigest()[:10]
-    return KnowledgeBase(json.loads(raw), digest, json.loads(vocab_raw))
+    brands_raw = Path(brands or BRANDS_PATH).read_bytes()
+    digest = hashlib.sha256(raw + b"\0" + vocab_raw + b"\0" + brands_raw).hexdigest()[:10]
+    return KnowledgeBase(json.loads(raw), digest, json.loads(vocab_raw), json.loads(brands_raw))

@@ -153,3 +153,31 @@ def merchant_words(
         if w not in out:
             out.append(w)
     return out
+
+
+# US ACH entries name the payee first, then the bank's fields: "GEICO DES:AUTO PAY ID:123 INDN:SAM
+# PATEL CO ID:905 PPD", "COMCAST CABLE COMM PPD ID: 0000123456", "AT&T PAYMENT WEB ID: 98640".
+_ACH_FIELDS = re.compile(
+    r"\s+(?:des|indn|co\s+id)\s*:.*$|\s+(?:ppd|web|ccd|tel|arc|boc|pop)(?:\s+id\s*:?\s*\S*)?(?=\s|$).*$",
+    re.I,
+)
+# Words banks put before the payee: card and direct-debit markers in US, French, German, Dutch,
+# Spanish and Italian statements ("CB", "Kartenzahlung girocard", "BEA Betaalpas", "COMPRA TARJ.",
+# "PAGAMENTO POS", "PRLV SEPA", "CHECKCARD 0312").
+_LEAD_WORDS = frozenset(
+    "cb bea gea betaalpas kartenzahlung girocard lastschrift sepa basislastschrift compra tarj tarjeta"
+    " pagamento pos recibo prlv vir checkcard purchase authorized on card debit recurring pmt payment"
+    " ach electronic withdrawal web".split()
+)
+
+
+def payee_words(
+    description: str, prefixes: tuple[str, ...] = (), noise: frozenset[str] = frozenset()
+) -> list[str]:
+    """The payee's words (`merchant_words`) without ACH fields and the bank's lead words, so a
+    brand's name comes first: "COMPRA TARJ. 5540XXXXXXXX1234 EROSKI CENTER-BILBAO" → ["eroski",
+    "center"]."""
+    words = merchant_words(_ACH_FIELDS.sub("", description or ""), prefixes, noise)
+    while len(words) > 1 and words[0] in _LEAD_WORDS:
+        words.pop(0)
+    return words

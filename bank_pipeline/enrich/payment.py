@@ -20,6 +20,20 @@ _PATTERNS: list[tuple[str, re.Pattern[str]]] = [
         ),
     ),
     ("cheque", re.compile(r"^check\s*#?\s*\d+|^(?:check|cheque) (?:paid|no)\b")),
+    # Continental statements lead with the method: German, French, Spanish, Dutch, Italian.
+    ("card", re.compile(r"^(?:kartenzahlung|cb|bea|compra tarj|pagamento pos|paiement cb|carte)\b")),
+    ("cash", re.compile(r"^(?:retrait dab|gea|bargeldauszahlung|reintegro|prelievo)\b")),
+    (
+        "direct_debit",
+        re.compile(r"^(?:lastschrift|basislastschrift|prlv|incasso|adeudo|recibo|addebito)\b"),
+    ),
+    ("standing_order", re.compile(r"^(?:dauerauftrag|vir permanent|orden permanente|ordine permanente)\b")),
+    (
+        "transfer",
+        re.compile(
+            r"^(?:ueberweisung|überweisung|umbuchung|vir sepa|virement|transferencia|bizum|overboeking|bonifico)\b"
+        ),
+    ),
     ("transfer", re.compile(r"\b(?:zelle|venmo|cash app|xfer|online transfer|wire transfer)\b")),
     ("bank_credit", re.compile(r"\b(?:direct dep|dir dep|ach credit|payroll)\b")),
     ("direct_debit", re.compile(r"^ach (?:debit|pmt|payment)\b|\bach debit\b")),
