@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts
+from bank_pipeline.errors import failure_line
 from bank_pipeline.orchestration.checks import CHECKS_AFTER_TAG, checks_after_failure, ledger_checks_job
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.partitions import (
@@ -198,7 +199,7 @@ def step_failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None
         if data.user_failure_data and data.user_failure_data.description:
             return data.user_failure_data.description
         if data.error:
-            return data.error.message.strip().splitlines()[0]
+            return failure_line(data.error)
     return None
 
 
