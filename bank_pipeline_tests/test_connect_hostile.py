@@ -139,6 +139,8 @@ def test_a_failing_token_endpoint_gets_one_set_of_attempts_per_refresh(connect_s
         client.accounts()
     assert info.value.status_code == 503 and info.value.attempts == 3
     stats = sim_admin(tl_sim, "GET", "stats").json()
+    print(f"[{engine.dialect.name}] one data call, token endpoint failing: {stats['token_requests']} token POSTs, "
+          f"{stats['data_api_calls']} data calls")
     assert stats["token_requests"] == {"refresh_token": 3}
     assert client.calls_made == 0 and stats["data_api_calls"] == 0
     # Once the token endpoint answers again, the next call refreshes and works.
