@@ -146,3 +146,11 @@ def test_a_failing_token_endpoint_gets_one_set_of_attempts_per_refresh(connect_s
     # Once the token endpoint answers again, the next call refreshes and works.
     set_faults(tl_sim, token_error=None)
     assert client.accounts()
+
+
+def test_a_redirect_error_with_a_newline_is_one_escaped_line():
+    """The redirect's `error` and `error_description` are whatever reached the loopback URL."""
+    from bank_pipeline.connections.callback import callback_problem
+
+    line = callback_problem({"error": "access_denied\nFORGED", "error_description": "no\r\nFORGED \u202eevil"}, "s")
+    assert line == "the bank connection was not authorised: access_denied\\nFORGED: no\\r\\nFORGED \\u202eevil"
