@@ -15,7 +15,7 @@ from bank_pipeline.db.schema import accounts, connections
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.truelayer.client import RetryPolicy
 from bank_pipeline.truelayer.errors import AuthorizationRequired, ServerError
-from bank_pipeline_tests.fixtures.connections import expire_access_token, set_faults, sim_admin
+from bank_pipeline_tests.fixtures.connections import cli_env, expire_access_token, set_faults, sim_admin
 
 HOSTILE_DESCRIPTION = "refresh token revoked\nFORGED LINE (HTTP 400)\u202e\x1b[31m"
 
@@ -27,15 +27,6 @@ def _connect(settings, **kwargs):
 def _rows(engine, table):
     with engine.connect() as conn:
         return [dict(r) for r in conn.execute(sa.select(table).order_by(table.c.id)).mappings()]
-
-
-def _cli_env(monkeypatch, settings):
-    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("BANK_PIPELINE_HOME", str(settings.home))
-    monkeypatch.setenv("BANK_PIPELINE_FERNET_KEYS", settings.fernet_keys[0])
-    monkeypatch.setenv("TRUELAYER_AUTH_URL", settings.auth_url)
-    monkeypatch.setenv("TRUELAYER_DATA_URL", settings.data_url)
-    monkeypatch.setenv("TRUELAYER_REDIRECT_URI", settings.redirect_uri)
 
 
 def _assert_lines_are_ours(text: str) -> None:
@@ -87,7 +78,7 @@ def test_account_names_with_a_newline_or_bidi_override_print_escaped(connect_set
     """Before: `connect` and `status` printed the bank's names raw: a newline made a line of its
     own, U+202E reversed the rest of the line."""
     set_faults(tl_sim, account_display_name="Saver\nFORGED LINE \u202eevil\x1b[2J")
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30", "--history-days", "0"]) == 0
     assert main(["status"]) == 0
     out = capsys.readouterr().out
@@ -98,7 +89,7 @@ def test_account_names_with_a_newline_or_bidi_override_print_escaped(connect_set
 def test_a_token_error_description_with_a_newline_stays_on_one_line(connect_settings, tl_sim, engine, monkeypatch, capsys):
     """Before: `error_description: "refresh token revoked\\nFORGED LINE"` split the `error:` line,
     and `status` showed the forged line as the account's last failure."""
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     set_faults(tl_sim, token_error="invalid_grant", token_error_description=HOSTILE_DESCRIPTION,
                token_error_grants=["authorization_code"])
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30", "--history-days", "0"]) == 2
