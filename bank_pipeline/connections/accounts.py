@@ -38,7 +38,7 @@ def account_identity(row: dict, kind: str) -> str:
 
 
 def _identity(row: dict, kind: str) -> str:
-    number = row.get("account_number") or {}
+    number = row.get("account_number") if isinstance(row.get("account_number"), dict) else {}
     iban = re.sub(r"\s+", "", str(number.get("iban") or "")).upper()
     if iban:
         return f"iban:{iban}"
@@ -48,7 +48,8 @@ def _identity(row: dict, kind: str) -> str:
         return f"sort:{sort_code}:{account_number}"
     partial = str(row.get("partial_card_number") or "").strip()
     if kind == "card" and partial:
-        provider_id = (row.get("provider") or {}).get("provider_id") or ""
+        provider = row.get("provider")
+        provider_id = (provider.get("provider_id") if isinstance(provider, dict) else None) or ""
         return f"card:{provider_id}:{partial}:{row.get('display_name') or ''}"
     return f"tl:{row['account_id']}"
 
