@@ -11,11 +11,15 @@ ticking (leases, token expiry and webhook timestamps stay consistent). Tests pin
 from __future__ import annotations
 
 import datetime as dt
+import math
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
 OFFSET_ENV = "BANK_PIPELINE_CLOCK_OFFSET"
+# A shift of more than about a thousand years leaves the range of Python's dates in one step
+# (`nan` and `1e400`, which float() accepts, would fail deep inside a date sum instead).
+MAX_OFFSET_SECONDS = 1000 * 366 * 86400
 
 
 def _offset_seconds() -> float:
@@ -23,11 +27,22 @@ def _offset_seconds() -> float:
     if not raw:
         return 0.0
     try:
-        return float(raw)
+        value = float(raw)
     except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or abs(value) > MAX_OFFSET_SECONDS:
         from bank_pipeline.errors import BankPipelineError
 
-        raise BankPipelineError(f"{OFFSET_ENV} must be a number of seconds, got {raw!r}") from None
+        raise BankPipelineError(
+            f"{OFFSET_ENV} must be a number of seconds between -{MAX_OFFSET_SECONDS} and "
+            f"{MAX_OFFSET_SECONDS}, got {raw[:40]!r}"
+        ) from None
+    return value
+
+
+def check_offset() -> None:
+    """Fail with one line now if the offset setting is unusable (the CLI's settings check)."""
+    _offset_seconds()
 
 
 def now() -> dt.datetime:

@@ -169,6 +169,9 @@ class Settings:
 
     @classmethod
     def from_env(cls) -> Settings:
+        from bank_pipeline import clock
+
+        clock.check_offset()  # read at every "now"; checked here so a bad value stops a command first
         home = home_dir()
         env = (_env("BANK_PIPELINE_TRUELAYER_ENV", "simulator") or "simulator").lower()
         if env not in TRUELAYER_ENVIRONMENTS:

@@ -18,6 +18,7 @@ import dagster as dg
 from dagster._core.storage.defs_state.base import set_defs_state_storage
 
 from bank_pipeline.config import Settings
+from bank_pipeline.errors import failure_line
 from bank_pipeline.orchestration.checks import LEDGER_CHECKS_JOB_NAME, checks_after_failure
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
@@ -89,7 +90,7 @@ def _failure_reason(result: dg.ExecuteInProcessResult) -> str:
             if data.user_failure_data and data.user_failure_data.description:
                 return data.user_failure_data.description
             if data.error:
-                return data.error.message.strip()
+                return failure_line(data.error)
     return "run failed"
 
 

@@ -132,3 +132,53 @@ def test_numeric_settings_at_the_ends_of_their_ranges_are_taken(monkeypatch):
     monkeypatch.setenv("BANK_PIPELINE_UNATTENDED_DAILY_BUDGET", "0")
     settings = Settings.from_env()
     assert (settings.history_days, settings.lookback_days, settings.unattended_daily_budget) == (MAX_HISTORY_DAYS, 0, 0)
+
+
+@pytest.mark.parametrize("value", ["nan", "1e400", "-inf", "1e12", "soon"])
+def test_a_clock_offset_that_is_not_a_usable_number_is_one_line(cli_db, capsys, monkeypatch, value):
+    """Before: `nan` and `1e400` (float() takes both) were a ValueError / OverflowError traceback at
+    the first "now"."""
+    monkeypatch.setenv("BANK_PIPELINE_CLOCK_OFFSET", value)
+    assert main(["status"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: BANK_PIPELINE_CLOCK_OFFSET must be a number of seconds between ")
+    assert line.endswith(f"got {value!r}")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:s3cret-pw@127.0.0.1/x",
+        "oracle://u:s3cret-pw@127.0.0.1/x",
+        "postgresql+asyncpg://u:s3cret-pw@127.0.0.1/x",
+        "postgresql+pg8000://u:s3cret-pw@127.0.0.1/x",
+        "garbage",
+        "postgresql://u:s3cret-pw@127.0.0.1:port/x",
+    ],
+    ids=["mysql", "oracle", "asyncpg", "pg8000", "garbage", "bad-port"],
+)
+def test_an_unsupported_or_garbled_database_url_is_one_line(tmp_path, monkeypatch, capsys, url):
+    """Before: a driver's ModuleNotFoundError or SQLAlchemy's ArgumentError, 27 traceback lines."""
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", url)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["status"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line.startswith("error: the database URL ") and "s3cret-pw" not in line
+    assert line.endswith("set BANK_PIPELINE_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DATABASE")
+
+
+def test_a_sqlite_url_into_a_missing_folder_is_refused_not_created(tmp_path, monkeypatch, capsys):
+    """Before: the folders and an empty database were created, and `status` said no bank was
+    connected, as if the data were gone."""
+    missing = tmp_path / "typo" / "dir"
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", f"sqlite:///{missing / 'x.db'}")
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    assert main(["status"]) == 2
+    line = _one_line(capsys.readouterr().err)
+    assert line == (f"error: the folder {str(missing)!r} of the SQLite database does not exist: create it, "
+                    "or fix BANK_PIPELINE_DATABASE_URL")
+    assert not (tmp_path / "typo").exists()
+    # The default database lives in BANK_PIPELINE_HOME, which is still created on first use.
+    monkeypatch.delenv("BANK_PIPELINE_DATABASE_URL")
+    assert main(["status"]) == 0
+    assert (tmp_path / "home" / "bank_pipeline.db").is_file()

@@ -37,6 +37,9 @@ from bank_pipeline.truelayer.auth import AuthClient, build_auth_link, generate_p
 from bank_pipeline.truelayer.errors import AuthorizationRequired, TrueLayerError
 from bank_pipeline.truelayer.models import TokenSet
 from bank_pipeline_tests.fixtures.connections import (
+    cli_env as _cli_env,
+)
+from bank_pipeline_tests.fixtures.connections import (
     expire_access_token,
     set_faults,
     sim_admin,
@@ -557,15 +560,6 @@ def test_consent_expiry_warning(connect_settings, alice_connection, engine):
     warnings = consent_warnings(engine, within_days=7)
     assert len(warnings) == 1 and "consent expires" in warnings[0] and "bank-pipeline connect" in warnings[0]
     assert consent_warnings(engine, within_days=2) == []
-
-
-def _cli_env(monkeypatch, settings):
-    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("BANK_PIPELINE_HOME", str(settings.home))
-    monkeypatch.setenv("BANK_PIPELINE_FERNET_KEYS", settings.fernet_keys[0])
-    monkeypatch.setenv("TRUELAYER_AUTH_URL", settings.auth_url)
-    monkeypatch.setenv("TRUELAYER_DATA_URL", settings.data_url)
-    monkeypatch.setenv("TRUELAYER_REDIRECT_URI", settings.redirect_uri)
 
 
 def test_connect_with_form_post(connect_settings):

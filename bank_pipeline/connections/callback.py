@@ -20,6 +20,7 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from bank_pipeline.display import escaped
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.serving import bind_socket, serve_in_thread
 
@@ -51,8 +52,8 @@ def callback_problem(callback: dict[str, str], expected_state: str | None) -> st
     """Why a redirect cannot complete this connect, as the one-line error both the CLI and the
     browser page show; None when it carries a code and the state this connect issued."""
     if callback.get("error"):
-        detail = callback.get("error_description") or ""
-        return f"the bank connection was not authorised: {callback['error']}{': ' + detail if detail else ''}"
+        detail = escaped(callback.get("error_description") or "")  # the redirect's words, one line
+        return f"the bank connection was not authorised: {escaped(callback['error'], 80)}{': ' + detail if detail else ''}"
     if expected_state is None or callback.get("state") != expected_state:
         return "state mismatch: the redirect's state is not the one this connect issued; start again"
     if not callback.get("code"):

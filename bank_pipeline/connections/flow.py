@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from bank_pipeline.config import Settings
-from bank_pipeline.connections.accounts import discover_accounts
+from bank_pipeline.connections.accounts import list_accounts, store_accounts
 from bank_pipeline.connections.callback import CallbackServer, callback_problem, with_port
 from bank_pipeline.connections.oauth import OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
-from bank_pipeline.db import make_engine
+from bank_pipeline.db import make_engine, write_transaction
+from bank_pipeline.display import escaped
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
@@ -100,22 +101,26 @@ def connect(
                 tokens = auth.exchange_code(callback["code"], stored_redirect, verifier)
                 with DataClient(settings.data_url, lambda: tokens.access_token, psu_ip=settings.psu_ip) as client:
                     me = client.me()
-                    connection_id = store.save_connection(tokens, me)
-                    found = discover_accounts(engine, client, connection_id)
-                provider = me.get("provider") or {}
-                provider = provider.get("display_name") or provider.get("provider_id") or "your bank"
+                    listed = list_accounts(client)
+                # One transaction: a connect that fails leaves no connection without its accounts.
+                with write_transaction(engine) as conn:
+                    connection_id = store.save_connection(tokens, me, conn)
+                    found = store_accounts(conn, connection_id, listed)
+                provider = me.get("provider") if isinstance(me.get("provider"), dict) else {}
+                provider = escaped(provider.get("display_name") or provider.get("provider_id") or "your bank", 80)
                 server.connected(f"{provider}: {len(found)} account(s)/card(s), connection {connection_id}. "
                                  "You can close this page.")
         finally:
             if bot is not None:
                 bot.join(timeout=30)
         out(f"Connected {provider} as connection {connection_id}; {len(found)} account(s)/card(s):")
-        for account in found:
+        for account in found:  # the bank's names, escaped: a newline or U+202E must not forge a line
             out(
-                f"  {account['account_key']}  {account['kind']:<7} {account['display_name'] or '?'} ({account['currency'] or '?'})"
+                f"  {account['account_key']}  {account['kind']:<7} {escaped(account['display_name'] or '?')} "
+                f"({escaped(account['currency'] or '?')})"
             )
         if me.get("consent_expires_at"):
-            out(f"Consent expires {me['consent_expires_at']}; run `bank-pipeline connect` again before then.")
+            out(f"Consent expires {escaped(me['consent_expires_at'], 40)}; run `bank-pipeline connect` again before then.")
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()

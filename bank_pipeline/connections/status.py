@@ -9,6 +9,7 @@ import sqlalchemy as sa
 from bank_pipeline.connections.tokens import RECONNECT_HINT
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, connections
+from bank_pipeline.display import escaped
 from bank_pipeline.timestamps import aware
 
 
@@ -29,7 +30,7 @@ def consent_warnings(engine: sa.Engine, within_days: int = 7) -> list[str]:
     with engine.connect() as conn:
         rows = conn.execute(sa.select(connections).order_by(connections.c.id)).all()
     for row in rows:
-        name = f"connection {row.id} ({row.provider_name or row.provider_id or 'bank'})"
+        name = f"connection {row.id} ({escaped(row.provider_name or row.provider_id or 'bank', 80)})"
         expires = aware(row.consent_expires_at)
         if row.status == "authorization_required":
             warnings.append(f"{name} needs authorising again: {RECONNECT_HINT}")
@@ -104,21 +105,24 @@ def format_status(summary: dict) -> str:
         value = aware(value)
         return f"{value:%Y-%m-%d %H:%M} UTC" if value else "never"
 
+    # Names and messages quote the bank: escaped, so none can split a line, forge one or reorder it.
     for c in summary["connections"]:
         lines.append(
-            f"connection {c['id']}: {c['provider_name'] or c['provider_id'] or '?'} — {c['status']}"
+            f"connection {c['id']}: {escaped(c['provider_name'] or c['provider_id'] or '?', 80)} — {c['status']}"
             f"; consent expires {when(c['consent_expires_at']) if c['consent_expires_at'] else 'unknown'}"
         )
         if c["status_message"]:
-            lines.append(f"    {c['status_message']}")
+            lines.append(f"    {escaped(c['status_message'], 2000)}")
         for a in (a for a in summary["accounts"] if a["connection_id"] == c["id"]):
             flag = "" if a["active"] else " (no longer listed by the bank)"
             lines.append(
-                f"  - {a['display_name'] or '?'} [{a['kind']}, {a['currency'] or '?'}] key {a['account_key']}{flag}; "
-                f"last synced {when(a['last_synced_at'])}"
+                f"  - {escaped(a['display_name'] or '?')} [{a['kind']}, {escaped(a['currency'] or '?')}] "
+                f"key {a['account_key']}{flag}; last synced {when(a['last_synced_at'])}"
             )
             if a["last_failure_message"]:
-                lines.append(f"      last failure {when(a['last_failure_at'])}: {a['last_failure_message']}")
+                lines.append(
+                    f"      last failure {when(a['last_failure_at'])}: {escaped(a['last_failure_message'], 2000)}"
+                )
     for warning in summary["warnings"]:
         lines.append(f"warning: {warning}")
     return "\n".join(lines)

@@ -17,10 +17,13 @@ from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
+from bank_pipeline.connections.accounts import storable_id
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import utcnow, write_transaction
 from bank_pipeline.db.schema import connections
+from bank_pipeline.display import escaped
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.ingest.text import clean_text, fitted
 from bank_pipeline.timestamps import aware, parse_timestamp
 from bank_pipeline.truelayer.auth import AuthClient
 from bank_pipeline.truelayer.client import DataClient, RetryPolicy
@@ -54,54 +57,65 @@ class ConnectionStore:
 
     # tokens --------------------------------------------------------------------------------
 
-    def save_connection(self, tokenset: TokenSet, me: dict) -> int:
-        """Store a freshly authorised connection (tokens encrypted); returns its id.
+    def save_connection(self, tokenset: TokenSet, me: dict, conn: sa.Connection | None = None) -> int:
+        """Store a freshly authorised connection (tokens encrypted); returns its id. Inside `conn`'s
+        transaction when given (connect stores the connection and its accounts together).
 
         The same credentials connected again (same `credentials_id`) update their existing row.
         """
-        provider = me.get("provider") or {}
+        provider = me.get("provider") if isinstance(me.get("provider"), dict) else {}
         scopes = me.get("scopes")
+        credentials_id = me.get("credentials_id")
         now = utcnow()
         values = dict(
-            provider_id=provider.get("provider_id"),
-            provider_name=provider.get("display_name"),
-            credentials_id=me.get("credentials_id"),
+            provider_id=fitted(provider.get("provider_id"), 128),
+            provider_name=fitted(provider.get("display_name"), 256),
+            credentials_id=storable_id(credentials_id) if isinstance(credentials_id, str) and credentials_id else None,
             access_token_enc=self.cipher.encrypt(tokenset.access_token),
             refresh_token_enc=self.cipher.encrypt(tokenset.refresh_token) if tokenset.refresh_token else None,
             access_expires_at=tokenset.expires_at,
-            scopes=" ".join(scopes) if isinstance(scopes, list) else (tokenset.scope or scopes),
+            scopes=clean_text(" ".join(map(str, scopes)) if isinstance(scopes, list) else str(tokenset.scope or scopes or ""))
+            or None,
             consent_created_at=parse_timestamp(me.get("consent_created_at")) or now,
             consent_expires_at=parse_timestamp(me.get("consent_expires_at")),
             status="active",
             status_message=None,
             updated_at=now,
         )
-        with write_transaction(self.engine) as conn:
-            existing = None
-            if values["credentials_id"]:
-                existing = conn.execute(
-                    sa.select(connections.c.id)
-                    .where(connections.c.credentials_id == values["credentials_id"])
-                    .with_for_update()
-                ).scalar()
-            if existing is not None:
-                conn.execute(
-                    sa.update(connections)
-                    .where(connections.c.id == existing)
-                    .values(**values, token_version=connections.c.token_version + 1)
-                )
-                connection_id = int(existing)
-            else:
-                connection_id = int(
-                    conn.execute(
-                        sa.insert(connections).values(**values, created_at=now).returning(connections.c.id)
-                    ).scalar_one()
-                )
+        if conn is None:
+            with write_transaction(self.engine) as own:
+                connection_id = self._save(own, values, now)
+        else:
+            connection_id = self._save(conn, values, now)
         if tokenset.refresh_token is None:
             log.warning(
                 "connection %s has no refresh token (was the offline_access scope granted?); it will need "
                 "`bank-pipeline connect` again when the access token expires",
                 connection_id,
+            )
+        return connection_id
+
+    @staticmethod
+    def _save(conn: sa.Connection, values: dict, now: dt.datetime) -> int:
+        existing = None
+        if values["credentials_id"]:
+            existing = conn.execute(
+                sa.select(connections.c.id)
+                .where(connections.c.credentials_id == values["credentials_id"])
+                .with_for_update()
+            ).scalar()
+        if existing is not None:
+            conn.execute(
+                sa.update(connections)
+                .where(connections.c.id == existing)
+                .values(**values, token_version=connections.c.token_version + 1)
+            )
+            connection_id = int(existing)
+        else:
+            connection_id = int(
+                conn.execute(
+                    sa.insert(connections).values(**values, created_at=now).returning(connections.c.id)
+                ).scalar_one()
             )
         return connection_id
 
@@ -206,7 +220,7 @@ class ConnectionStore:
                     row.token_version + 1,
                 )
                 return tokens.access_token
-            reason = denied.error or "authorization ended"
+            reason = escaped(denied.error or "authorization ended", 80)  # the bank's word, shown later
             message = f"the bank needs you to authorise this connection again ({reason}): {RECONNECT_HINT}"
             conn.execute(
                 sa.update(connections)

@@ -12,7 +12,8 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Connection, Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 
 from bank_pipeline import clock
 from bank_pipeline.errors import BankPipelineError
@@ -34,14 +35,53 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     cursor.close()
 
 
-def make_engine(url: str) -> Engine:
-    """An engine for `url`; creates the SQLite file's folder. Accepts postgres:// shorthand."""
-    parsed = make_url(url)
+# The databases and drivers the pipeline is built and tested on (a synchronous driver each).
+SUPPORTED_DRIVERS = {"sqlite": ("pysqlite",), "postgresql": ("psycopg", "psycopg2")}
+URL_HINT = "set BANK_PIPELINE_DATABASE_URL to sqlite:///PATH or postgresql://USER@HOST/DATABASE"
+
+
+def database_url(url: str) -> URL:
+    """`url` parsed and checked: SQLite or PostgreSQL on a driver we support (postgres:// is a
+    shorthand). Anything else is one line naming the setting, not a driver's import traceback."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        raise BankPipelineError(f"the database URL is not a URL SQLAlchemy can read: {URL_HINT}") from None
     if parsed.drivername in ("postgres", "postgresql"):
         parsed = parsed.set(drivername="postgresql+psycopg")
+    backend, driver = parsed.get_backend_name(), parsed.get_driver_name()
+    if driver not in SUPPORTED_DRIVERS.get(backend, ()):
+        raise BankPipelineError(
+            f"the database URL {parsed.render_as_string(hide_password=True)[:200]!r} names "
+            f"{parsed.drivername!r}, which this pipeline does not support: {URL_HINT}"
+        )
+    return parsed
+
+
+def _sqlite_folder(database: str) -> None:
+    """The SQLite file's folder must exist: only BANK_PIPELINE_HOME, the default's place, is
+    created. A typo in a path would otherwise create an empty database and look like data loss."""
+    from bank_pipeline.config import home_dir
+
+    folder = Path(database).expanduser().resolve().parent
+    if folder.is_dir():
+        return
+    if folder == home_dir():
+        folder.mkdir(parents=True, exist_ok=True)
+        return
+    raise BankPipelineError(
+        f"the folder {str(folder)[:200]!r} of the SQLite database does not exist: create it, or "
+        "fix BANK_PIPELINE_DATABASE_URL"
+    )
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for `url` (checked by `database_url`). Creates BANK_PIPELINE_HOME for the default
+    SQLite file, no other folder."""
+    parsed = database_url(url)
     if parsed.get_backend_name() == "sqlite":
-        if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
+            _sqlite_folder(parsed.database)
         engine = create_engine(parsed, connect_args={"timeout": 30})
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine

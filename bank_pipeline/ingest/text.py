@@ -30,6 +30,16 @@ def clean_text(value: str) -> str:
     return _CONTROL.sub("", value)
 
 
+def fitted(value: object, limit: int) -> str | None:
+    """A text value from the bank for a column of `limit` characters: cleaned like `clean_text`,
+    cut with "…" when longer (PostgreSQL refuses an over-long value where SQLite stores it, so
+    both keep the same cut text); None for a missing or non-text value."""
+    if not isinstance(value, str):
+        return None
+    value = clean_text(value)
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
 def needs_cleaning(value: str) -> bool:
     return clean_text(value) != value
 

@@ -9,8 +9,10 @@ import dagster as dg
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from bank_pipeline.config import partition_start_date
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts
+from bank_pipeline.errors import failure_line
 from bank_pipeline.orchestration.checks import CHECKS_AFTER_TAG, checks_after_failure, ledger_checks_job
 from bank_pipeline.orchestration.jobs import import_transactions
 from bank_pipeline.orchestration.partitions import (
@@ -36,7 +38,7 @@ def _import_sensor(description: str):
     )
 
 
-def _parse_day(value, default: dt.date) -> dt.date:
+def _parse_day(value, default: dt.date | None) -> dt.date | None:
     try:
         return dt.date.fromisoformat(str(value)[:10]) if value else default
     except ValueError:
@@ -44,9 +46,15 @@ def _parse_day(value, default: dt.date) -> dt.date:
 
 
 def webhook_run_plan(
-    engine: Engine, events: list[dict], today: dt.date, lookback_days: int
-) -> tuple[dict[str, tuple[dt.date, dt.date, list[str]]], list[str]]:
-    """Group events by account into one date range each; also return event ids naming no known account."""
+    engine: Engine, events: list[dict], today: dt.date, lookback_days: int, start: dt.date | None = None
+) -> tuple[dict[str, tuple[dt.date, dt.date, list[str]]], dict[str, tuple[dt.date, dt.date, list[str]]], list[str]]:
+    """Group events by account into one date range each: (plan, far, unknown event ids).
+
+    `from` and `to` come from a signed body but are not trusted: a range is clamped to the
+    partitions (`start`, the first day partition, to `today`). An event that asked for days before
+    `start` (`"from": "0001-01-01"`) is planned apart in `far`, so it never widens the run that
+    carries the account's genuine events.
+    """
     provider_ids = {e.get("provider_account_id") for e in events if e.get("provider_account_id")}
     with engine.connect() as conn:
         rows = conn.execute(
@@ -55,21 +63,29 @@ def webhook_run_plan(
             )
         )
         key_by_provider_id = {row.provider_account_id: row.account_key for row in rows}
-    ranges: dict[str, list] = defaultdict(lambda: [None, None, []])
+    start = start or dt.date.min + dt.timedelta(days=lookback_days)
+    plans: tuple[dict[str, list], dict[str, list]] = (
+        defaultdict(lambda: [None, None, []]), defaultdict(lambda: [None, None, []])
+    )
     unknown = []
     for event in events:
         key = key_by_provider_id.get(event.get("provider_account_id"))
         if key is None:
             unknown.append(event["event_id"])
             continue
-        payload = event.get("payload") or {}
+        payload = event.get("payload") if isinstance(event.get("payload"), dict) else {}
         last = min(_parse_day(payload.get("to"), today), today)
-        first = min(_parse_day(payload.get("from"), last - dt.timedelta(days=lookback_days)), last)
-        entry = ranges[key]
+        far = last < start
+        last = max(last, start)
+        first = _parse_day(payload.get("from"), None) or last - dt.timedelta(days=lookback_days)
+        far = far or (payload.get("from") is not None and first < start)
+        first = min(max(first, start), last)
+        entry = plans[far][key]
         entry[0] = first if entry[0] is None else min(entry[0], first)
         entry[1] = last if entry[1] is None else max(entry[1], last)
         entry[2].append(event["event_id"])
-    return {key: (v[0], v[1], v[2]) for key, v in ranges.items()}, unknown
+    plan, far_plan = ({key: (v[0], v[1], v[2]) for key, v in part.items()} for part in plans)
+    return plan, far_plan, unknown
 
 
 def group_webhook_plan(
@@ -111,13 +127,19 @@ def webhook_events_sensor(context: dg.SensorEvaluationContext, database: AppData
     if not events:
         return dg.SkipReason("no new webhook events")
     today = last_complete_day(utcnow(), truelayer.timezone) + dt.timedelta(days=1)
-    plan, unknown = webhook_run_plan(engine, events, today, truelayer.lookback_days)
+    start = dt.date.fromisoformat(partition_start_date())
+    plan, far, unknown = webhook_run_plan(engine, events, today, truelayer.lookback_days, start)
     if unknown:
         context.log.warning(f"webhook events for unknown accounts, ignored: {unknown}")
         mark_processed(engine, unknown, "ignored:unknown-account")
+    if far:
+        context.log.warning(f"webhook events asking for days before {start}, clamped and run apart: "
+                            f"{[e for _f, _l, ids in far.values() for e in ids]}")
     requests = []
     order = list(context.instance.get_dynamic_partitions(ACCOUNTS_PARTITIONS_NAME))
-    for keys, first, last, event_ids in group_webhook_plan(plan, order, truelayer.accounts_per_run):
+    grouped = [*group_webhook_plan(plan, order, truelayer.accounts_per_run),
+               *group_webhook_plan(far, order, truelayer.accounts_per_run)]
+    for keys, first, last, event_ids in grouped:
         run_key = f"webhook:{min(event_ids)}"
         requests.append(
             dg.RunRequest(
@@ -198,7 +220,7 @@ def step_failure_reason(instance: dg.DagsterInstance, run_id: str) -> str | None
         if data.user_failure_data and data.user_failure_data.description:
             return data.user_failure_data.description
         if data.error:
-            return data.error.message.strip().splitlines()[0]
+            return failure_line(data.error)
     return None
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import hashlib
 import html
 import json
@@ -250,6 +251,12 @@ async def token(request: Request) -> Response:
             401,
         )
     headers = {"Cache-Control": "no-store"}
+    faults = st.faults
+    if faults.token_error and grant in faults.token_error_grants:
+        body = {"error": faults.token_error, "error_details": {}}
+        if faults.token_error_description is not None:
+            body["error_description"] = faults.token_error_description
+        return _json(body, faults.token_error_status)
     if grant == "authorization_code":
         code = data.get("code", "")
         if not code or not data.get("redirect_uri"):
@@ -369,6 +376,8 @@ def _results(results: list[dict], status: str | None = "Succeeded") -> Response:
 
 
 def render_account(st: SimulatorState, account_id: str, spec: AccountSpec, user_spec, now: datetime) -> dict:
+    if st.faults.account_display_name is not None:  # what the bank calls it, hostile or not
+        spec = dataclasses.replace(spec, display_name=f"{spec.key} {st.faults.account_display_name}")
     if spec.kind == "card":
         today = st.today
         return {
@@ -439,6 +448,9 @@ async def info(request, st, granted, spec, nonce):
 
 def _list(kind: str):
     async def handler(request, st, granted, spec, nonce):
+        status = st.faults.accounts_error_status
+        if status is not None:
+            return api_error(status, SERVER_ERROR_CODES.get(status, "invalid_request"))
         user_spec = st.user_data(granted.user).spec
         now = st.sim_now()
         accounts = st.accounts_for(granted.user, granted.generation)

@@ -63,6 +63,18 @@ class FaultConfig:
     unknown_currency_every: int | None = None
     # A valid currency other than the account's ("EUR" on a GBP account): kept and flagged.
     foreign_currency_every: int | None = None
+    # What the bank names its accounts: every account's and card's `display_name` becomes this
+    # after the account's key in the simulator ("current Saver\x00NUL"), so names stay distinct.
+    account_display_name: str | None = None
+    # `/accounts` and `/cards` answer with this HTTP status (a connect failing after the token
+    # exchange); None: they answer normally.
+    accounts_error_status: int | None = None
+    # The token endpoint answers the grants in `token_error_grants` with `token_error_status` and
+    # the error `token_error` (its `error_description` as given, newlines and all).
+    token_error: str | None = None
+    token_error_status: int = 400
+    token_error_description: str | None = None
+    token_error_grants: list[str] = field(default_factory=lambda: ["refresh_token"])
 
     def __post_init__(self) -> None:
         self.validate()
@@ -101,6 +113,21 @@ class FaultConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise BankPipelineError(f"fault {name} must be a number between 0 and 1, got {value!r}")
+        for name in ("account_display_name", "token_error", "token_error_description"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise BankPipelineError(f"fault {name} must be a string or null, got {type(value).__name__}")
+        for name in ("accounts_error_status", "token_error_status"):
+            value = getattr(self, name)
+            if (value is not None or name == "token_error_status") and (
+                isinstance(value, bool) or not isinstance(value, int) or not 400 <= value <= 599
+            ):
+                raise BankPipelineError(f"fault {name} must be an HTTP error status (400-599), got {value!r}")
+        grants = self.token_error_grants
+        if not isinstance(grants, list) or not set(grants) <= {"authorization_code", "refresh_token"}:
+            raise BankPipelineError(
+                "fault token_error_grants must be a list of 'authorization_code' and 'refresh_token'"
+            )
         if not isinstance(self.rotate_account_ids_on_reauth, bool):
             raise BankPipelineError("fault rotate_account_ids_on_reauth must be true or false")
         bad = [s for s in self.server_error_statuses if s not in SERVER_ERROR_STATUSES]

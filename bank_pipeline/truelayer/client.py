@@ -28,6 +28,7 @@ from bank_pipeline.truelayer.errors import (
     NetworkError,
     RateLimited,
     ServerError,
+    TrueLayerError,
     error_for_status,
     excerpt,
 )
@@ -61,7 +62,7 @@ class RetryPolicy:
 
 
 def _retryable(exc: BaseException) -> bool:
-    return isinstance(exc, (RateLimited, ServerError)) and exc.status_code != 501
+    return isinstance(exc, (RateLimited, ServerError)) and exc.status_code != 501 and not exc.final
 
 
 class DataClient:
@@ -130,7 +131,12 @@ class DataClient:
 
     def _attempt(self, path: str, params: dict[str, str] | None, attempt: int) -> httpx.Response:
         """One GET: the 2xx response, or the typed error (with the server's `Retry-After`)."""
-        headers = {"Authorization": f"Bearer {self.token_provider()}", "Accept": "application/json"}
+        try:
+            token = self.token_provider()
+        except TrueLayerError as exc:
+            exc.final = True  # a refresh that failed made its own attempts: one set, not one per data attempt
+            raise
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/json"}
         if self.psu_ip:
             headers["X-PSU-IP"] = self.psu_ip
         if self.before_attempt is not None:

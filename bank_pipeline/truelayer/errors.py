@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from bank_pipeline.display import escaped
 from bank_pipeline.errors import BankPipelineError
 
 EXCERPT_CHARS = 200
@@ -43,13 +44,17 @@ class TrueLayerError(BankPipelineError):
         self.path = path
         # Seconds the server asked us to wait before trying again (`Retry-After`), when it said.
         self.retry_after: float | None = None
+        # Set when the call already made all its own attempts (a token refresh made for a data
+        # call): the data call's retries must not repeat it, or the attempts multiply.
+        self.final = False
         super().__init__(message)
 
     def __str__(self) -> str:
         parts = [self.message]
         if self.error or self.error_description:
-            code = self.error or "error"
-            parts.append(f"{code}: {self.error_description}" if self.error_description else code)
+            # The bank's words, escaped: a newline in them must not split the error line.
+            code = escaped(self.error or "error", 80)
+            parts.append(f"{code}: {escaped(self.error_description)}" if self.error_description else code)
         extra = []
         if self.status_code is not None:
             extra.append(f"HTTP {self.status_code}")
