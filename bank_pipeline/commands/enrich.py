@@ -63,6 +63,8 @@ def _categorize_cmd(args: argparse.Namespace) -> int:
     print(f"transaction {result.transaction_id}: {label}" + (f" ({e.merchant})" if e.merchant else ""))
     if result.rule_id is not None:
         print(f"learned rule {result.rule_id}: descriptions like {result.rule_pattern!r} → {label}")
+        print(f"relabelled {result.relabelled} other transaction(s) now ({result.covered} covered by the rule; "
+              "overrides and transfer legs left alone)")
     elif result.rule_skipped:
         print(f"no rule learned: {result.rule_skipped}")
     return 0

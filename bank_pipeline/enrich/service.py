@@ -36,6 +36,7 @@ from bank_pipeline.enrich.payment import detect_payment_method
 from bank_pipeline.enrich.policy import enforce_direction
 from bank_pipeline.enrich.rules import load_rules, match_rule
 from bank_pipeline.enrich.types import SOURCES, Enrichment, TxnInput
+from bank_pipeline.formulas import strip_formula
 
 log = logging.getLogger(__name__)
 CHUNK = 20000  # transactions per pass: bounds memory; misses of a pass share model batches
@@ -153,6 +154,8 @@ def _row(txn_id: int, e: Enrichment, key: str | None, run_id: str | None) -> dic
     return {
         "transaction_id": txn_id,
         **e.fields(),
+        # A derived merchant name never starts like a spreadsheet formula (bank text can).
+        "merchant": strip_formula(e.merchant),
         "source": e.source,
         "provider": e.provider,
         "model": e.model,
