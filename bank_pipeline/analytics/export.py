@@ -173,7 +173,9 @@ def _csv_frame(frame: pd.DataFrame, raw: bool = False) -> pd.DataFrame:
 def write_csv(frame: pd.DataFrame, stream: IO[str], raw: bool = False) -> None:
     """UTF-8 CSV with a header row of `COLUMN_NAMES`; quoted where needed (RFC 4180); an empty
     field is a missing value; formula-like text neutralised unless `raw`."""
-    _csv_frame(frame, raw).to_csv(stream, index=False, lineterminator="\n")
+    # CRLF as RFC 4180 says: the writer then quotes a cell holding a bare carriage return, which
+    # with "\n" line ends it left unquoted (and a reader split the row there).
+    _csv_frame(frame, raw).to_csv(stream, index=False, lineterminator="\r\n")
 
 
 # --- Parquet --------------------------------------------------------------------------------
