@@ -5,7 +5,9 @@ report equals a direct SQL aggregation of the ledger without transfer legs."""
 from __future__ import annotations
 
 import datetime as dt
+import time
 from decimal import Decimal
+from html.parser import HTMLParser
 
 import pytest
 import sqlalchemy as sa
@@ -13,10 +15,15 @@ import sqlalchemy as sa
 from bank_pipeline.analytics import monthly
 from bank_pipeline.analytics.transfers import update_transfers
 from bank_pipeline.db import make_engine
-from bank_pipeline.db.schema import accounts, enrichments, monthly_spending, recurring_payments, transactions, transfers
+from bank_pipeline.db.schema import (
+    accounts,
+    enrichments,
+    monthly_spending,
+    recurring_payments,
+    transactions,
+    transfers,
+)
 from bank_pipeline_tests.user_cli import environment
-
-pytestmark = pytest.mark.usefixtures("pinned_clock")
 
 
 @pytest.fixture(scope="module")
@@ -70,6 +77,20 @@ def sql_month(engine, month: dt.date) -> dict[tuple[str, str, str], tuple[Decima
                 for k, c, cur, i, s in conn.execute(query)}
 
 
+def _shown(out: str) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
+    """The report's rows: {(account_key, category, currency): (income, spending)}."""
+    shown = {}
+    lines = out.splitlines()
+    header = next((i for i, line in enumerate(lines) if line.startswith("Account ")), len(lines))
+    for line in lines[header + 2:]:
+        cells = line.split()
+        if len(cells) >= 9 and cells[-8] != "categories":
+            # account label, category, currency, income, spending, net, Δ, Δ, txns
+            shown[(cells[-9].strip("()"), cells[-8], cells[-7])] = (
+                Decimal(cells[-6].replace(",", "")), Decimal(cells[-5].replace(",", "")))
+    return shown
+
+
 def test_after_the_demo_alone_transfers_recurring_and_monthly_spending_are_current(demo, capsys):
     env, engine = demo
     with engine.connect() as conn:
@@ -112,13 +133,105 @@ def test_report_of_every_month_equals_sql_over_the_ledger_without_transfer_legs(
         code, out = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}")
         assert code == 0 and "--refresh" not in out, out
         expected = sql_month(engine, month)
-        shown = {}
-        lines = out.splitlines()
-        header = next((i for i, line in enumerate(lines) if line.startswith("Account ")), len(lines))
-        for line in lines[header + 2:]:
-            cells = line.split()
-            if len(cells) >= 9 and cells[-8] != "categories":
-                # account label, category, currency, income, spending, net, Δ, Δ, txns
-                shown[(cells[-9].strip("()"), cells[-8], cells[-7])] = (
-                    Decimal(cells[-6].replace(",", "")), Decimal(cells[-5].replace(",", "")))
+        shown = _shown(out)
         assert shown == expected, month
+
+
+class _Page(HTMLParser):
+    """The report page's table rows and its as-of instant."""
+
+    def __init__(self):
+        super().__init__()
+        self.rows, self.asof, self._row, self._cell = [], None, None, None
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        if attrs.get("class") == "asof":
+            self.asof = attrs.get("data-asof")
+        if tag == "tr" and attrs.get("class") == "row":
+            self._row = {**attrs, "cells": []}
+        elif tag == "td" and self._row is not None:
+            self._cell = []
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self._row["cells"].append("".join(self._cell))
+            self._cell = None
+        elif tag == "tr" and self._row is not None:
+            self.rows.append(self._row)
+            self._row = None
+
+
+@pytest.mark.slow
+@pytest.mark.daemon
+def test_with_the_daemon_the_report_and_its_html_equal_sql_over_the_ledger(
+    sqlite_url, simulator_factory, dagster_services_factory, tmp_path, capsys
+):
+    """Imports through Dagster while the daemon's automation sensor runs: the sensor pairs the
+    transfers (card repayments too); `report` of every month, with no --refresh, and its HTML page
+    (with its as-of instant) equal SQL over the ledger without transfer legs."""
+    import dagster as dg
+
+    from bank_pipeline import clock
+    from bank_pipeline.orchestration.partitions import sync_account_partitions
+    from bank_pipeline.runner import run_imports
+    from bank_pipeline.simulator import FaultConfig, SimulatorConfig
+    from bank_pipeline_tests.dagster_graphql_client import DagsterGraphQL
+    from bank_pipeline_tests.dagster_services import settings_env
+    from bank_pipeline_tests.fixtures.clock import TODAY
+    from bank_pipeline_tests.fixtures.pipeline import Pipeline, settings_for
+
+    sim = simulator_factory(SimulatorConfig(seed=42, today=TODAY, history_days=60,
+                                            faults=FaultConfig(unattended_limit=None)))
+    pipe = Pipeline(settings_for(sqlite_url, sim, tmp_path / "home"), sim, None, "alice")
+    services = dagster_services_factory(pipe.settings, setup=lambda instance: sync_account_partitions(instance, pipe.keys))
+    last = TODAY - dt.timedelta(days=1)
+    first = last - dt.timedelta(days=44)
+    with services.instance() as instance:
+        outcomes = run_imports(instance, pipe.settings, pipe.keys, first, last)  # no analytics: the daemon's
+        assert all(o.success for o in outcomes)
+        deadline = time.monotonic() + 420
+        months = monthly.months_between(first, last)
+        wanted = {f"{k}|{m:%Y-%m-%d}" for k in pipe.keys for m in months}
+        while True:
+            services.check_alive()
+            done = {str(k) for k in instance.get_materialized_partitions(dg.AssetKey("monthly_spending"))}
+            paired = instance.get_latest_materialization_event(dg.AssetKey("transfers"))
+            if paired and wanted <= done:
+                break
+            assert time.monotonic() < deadline, f"automation did not run: {sorted(done)}\n{services.log_tails()}"
+            time.sleep(2)
+        DagsterGraphQL(services.url).wait_until_idle(timeout=300, settle=5, alive=services.check_alive)
+        sensor_runs = {run.run_id for run in instance.get_runs(dg.RunsFilter(tags={"dagster/sensor_name":
+                                                                                 "analytics_automation"}))}
+    engine = pipe.engine
+    with engine.connect() as conn:
+        pair_runs = set(conn.execute(sa.select(transfers.c.run_id)).scalars())
+        card_legs = conn.execute(
+            sa.select(sa.func.count()).select_from(
+                transfers.join(transactions, transactions.c.id == transfers.c.credit_transaction_id)
+                .join(accounts, accounts.c.id == transactions.c.account_id))
+            .where(accounts.c.kind == "card")
+        ).scalar_one()
+    assert card_legs > 0 and pair_runs and pair_runs <= sensor_runs  # paired by the daemon's sensor
+
+    env = settings_env(pipe.settings)
+    for month in months:
+        before = clock.now()
+        page = tmp_path / f"report-{month:%Y-%m}.html"
+        code, out = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}", "--html", str(page))
+        assert code == 0 and "--refresh" not in out, out
+        expected = sql_month(engine, month)
+        assert _shown(out) == expected, month
+        parsed = _Page()
+        parsed.feed(page.read_text(encoding="utf-8"))
+        keys = {a["id"]: a["account_key"] for a in pipe.accounts}
+        in_page = {(keys[int(r["data-account-id"])], r["data-category"], r["data-currency"]):
+                   (Decimal(r["cells"][3].replace(",", "")), Decimal(r["cells"][4].replace(",", "")))
+                   for r in parsed.rows}
+        assert in_page == expected, month
+        assert before <= dt.datetime.fromisoformat(parsed.asof) <= clock.now()

@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument(
         "--raw", action="store_true",
         help="CSV: write text cells verbatim; by default a cell a spreadsheet would run as a formula "
-        "(starting with = + - @, a tab or a carriage return) gets a leading ' (docs/exports.md)",
+        "(starting with = + - @, a tab or a carriage return) gets a leading ' (docs/analytics.md)",
     )
     export.set_defaults(func=_export_cmd)
 
