@@ -112,7 +112,8 @@ def run_imports(
     (`settings.max_window_days`; `whole_range` for one run per account), newest first: whatever today's budget allows lands in the ledger, the
     rest fails visibly and is fetched by a later run. The run's full event log is in the instance
     (and the UI); the console gets a line per run from `progress`. With `analytics`, the analytics
-    assets follow (`analytics_runs`), so what the user reads next is current without a daemon.
+    assets follow once an import succeeded (`analytics_runs`), so what the user reads next is
+    current without a daemon.
     """
     from bank_pipeline.db import make_engine
     from bank_pipeline.limits import release_leases
@@ -146,9 +147,11 @@ def run_imports(
             state = "ok" if result.success else f"FAILED: {error}"
             progress(f"      run {result.run_id[:8]}: {loaded.get('inserted', 0)} new transactions, "
                      f"{time.perf_counter() - started:.1f}s, {state}")
-    if analytics and outcomes:
-        outcomes += analytics_runs(instance, settings, account_keys, first, last, tags=extra_tags,
-                                   run_config=run_config, progress=progress)
+    if analytics and any(o.success for o in outcomes):
+        # Not among the returned outcomes (they are the imports): a failed analytics run is said
+        # through `progress`, and the next import or the daemon's sensor computes them again.
+        analytics_runs(instance, settings, account_keys, first, last, tags=extra_tags,
+                       run_config=run_config, progress=progress)
     return outcomes
 
 

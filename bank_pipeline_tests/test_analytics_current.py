@@ -7,7 +7,6 @@ from __future__ import annotations
 import datetime as dt
 import time
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +22,7 @@ from bank_pipeline.db.schema import (
     transactions,
     transfers,
 )
+from bank_pipeline_tests.report_support import ReportPage
 from bank_pipeline_tests.user_cli import environment
 
 
@@ -46,14 +46,14 @@ def demo(tmp_path_factory):
     engine.dispose()
 
 
-def _cli(env, capsys, *argv) -> tuple[int, str]:
+def _cli(env, capsys, *argv) -> tuple[int, str, str]:
     from bank_pipeline.cli import main
 
     capsys.readouterr()
     with environment(env):
         code = main(list(argv))
     out, err = capsys.readouterr()
-    return code, out + err
+    return code, out, err
 
 
 def sql_month(engine, month: dt.date) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
@@ -78,13 +78,14 @@ def sql_month(engine, month: dt.date) -> dict[tuple[str, str, str], tuple[Decima
 
 
 def _shown(out: str) -> dict[tuple[str, str, str], tuple[Decimal, Decimal]]:
-    """The report's rows: {(account_key, category, currency): (income, spending)}."""
+    """The report's rows: {(account_key, category, currency): (income, spending)}, without the
+    zero rows that show a category of the month before gone (0 transactions)."""
     shown = {}
     lines = out.splitlines()
     header = next((i for i, line in enumerate(lines) if line.startswith("Account ")), len(lines))
     for line in lines[header + 2:]:
         cells = line.split()
-        if len(cells) >= 9 and cells[-8] != "categories":
+        if len(cells) >= 9 and cells[-8] != "categories" and cells[-1] != "0":
             # account label, category, currency, income, spending, net, Δ, Δ, txns
             shown[(cells[-9].strip("()"), cells[-8], cells[-7])] = (
                 Decimal(cells[-6].replace(",", "")), Decimal(cells[-5].replace(",", "")))
@@ -111,9 +112,9 @@ def test_after_the_demo_alone_transfers_recurring_and_monthly_spending_are_curre
         assert [tuple(r) for r in stored[monthly.COLUMNS].itertuples(index=False)] == \
             [tuple(r) for r in now[monthly.COLUMNS].itertuples(index=False)]
 
-    code, out = _cli(env, capsys, "transfers", "list")
+    code, out, _ = _cli(env, capsys, "transfers", "list")
     assert code == 0 and "no transfers" not in out and out.count("\n") >= pairs
-    code, out = _cli(env, capsys, "recurring", "list")
+    code, out, _ = _cli(env, capsys, "recurring", "list")
     assert code == 0 and "no recurring payments" not in out
 
 
@@ -130,40 +131,11 @@ def test_report_of_every_month_equals_sql_over_the_ledger_without_transfer_legs(
         ).scalar_one()
     assert card_repayment_legs > 0  # the demo user repays a card from the current account
     for month in monthly.months_between(first, last):
-        code, out = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}")
-        assert code == 0 and "--refresh" not in out, out
+        code, out, err = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}")
+        assert code == 0 and "--refresh" not in err, err
         expected = sql_month(engine, month)
         shown = _shown(out)
         assert shown == expected, month
-
-
-class _Page(HTMLParser):
-    """The report page's table rows and its as-of instant."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows, self.asof, self._row, self._cell = [], None, None, None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        if attrs.get("class") == "asof":
-            self.asof = attrs.get("data-asof")
-        if tag == "tr" and attrs.get("class") == "row":
-            self._row = {**attrs, "cells": []}
-        elif tag == "td" and self._row is not None:
-            self._cell = []
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self._row["cells"].append("".join(self._cell))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
-            self._row = None
 
 
 @pytest.mark.slow
@@ -223,15 +195,15 @@ def test_with_the_daemon_the_report_and_its_html_equal_sql_over_the_ledger(
     for month in months:
         before = clock.now()
         page = tmp_path / f"report-{month:%Y-%m}.html"
-        code, out = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}", "--html", str(page))
-        assert code == 0 and "--refresh" not in out, out
+        code, out, err = _cli(env, capsys, "report", "--month", f"{month:%Y-%m}", "--html", str(page))
+        assert code == 0 and "--refresh" not in err, err
         expected = sql_month(engine, month)
         assert _shown(out) == expected, month
-        parsed = _Page()
+        parsed = ReportPage()
         parsed.feed(page.read_text(encoding="utf-8"))
         keys = {a["id"]: a["account_key"] for a in pipe.accounts}
         in_page = {(keys[int(r["data-account-id"])], r["data-category"], r["data-currency"]):
                    (Decimal(r["cells"][3].replace(",", "")), Decimal(r["cells"][4].replace(",", "")))
-                   for r in parsed.rows}
+                   for r in parsed.rows if r["class"] == "row" and r["cells"][-1] != "0"}
         assert in_page == expected, month
         assert before <= dt.datetime.fromisoformat(parsed.asof) <= clock.now()

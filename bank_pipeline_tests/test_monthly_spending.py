@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass
 from decimal import Decimal
-from html.parser import HTMLParser
 
 import dagster as dg
 import pandas as pd
@@ -24,6 +23,7 @@ from bank_pipeline_tests.enrich_support import add_transactions, make_account
 from bank_pipeline_tests.fixtures.clock import TODAY
 from bank_pipeline_tests.fixtures.pipeline import Pipeline, settings_for
 from bank_pipeline_tests.fixtures.simulator import default_simulator_config
+from bank_pipeline_tests.report_support import ReportPage
 
 SEP, OCT = dt.date(2026, 9, 1), dt.date(2026, 10, 1)
 KEY = ("account_id", "month", "category", "currency")
@@ -282,41 +282,6 @@ def test_the_report_reads_the_ledger_even_when_the_asset_never_ran(world, monkey
             conn.execute(monthly_spending.insert(), saved)
 
 
-class _Dom(HTMLParser):
-    """The rendered page's table rows and chart segments."""
-
-    def __init__(self):
-        super().__init__()
-        self.rows, self.segments, self._row, self._cell, self.external = [], [], None, None, []
-        self._currency = None
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        for name in ("src", "href"):
-            if attrs.get(name):
-                self.external.append(attrs[name])
-        if tag == "tr" and "data-category" in attrs:
-            self._row = {**attrs, "cells": []}
-        elif tag == "td" and self._row is not None:
-            self._cell = []
-        elif tag == "svg":
-            self._currency = attrs.get("data-currency")
-        elif tag == "rect" and attrs.get("class") == "segment":
-            self.segments.append({**attrs, "currency": self._currency})
-
-    def handle_data(self, data):
-        if self._cell is not None:
-            self._cell.append(data)
-
-    def handle_endtag(self, tag):
-        if tag == "td" and self._cell is not None:
-            self._row["cells"].append("".join(self._cell))
-            self._cell = None
-        elif tag == "tr" and self._row is not None:
-            self.rows.append(self._row)
-            self._row = None
-
-
 def test_html_report_rendered_by_chromium_shows_the_figures(world, monkeypatch, capsys, tmp_path):
     browser = shutil.which("chromium")
     assert browser, "chromium is not installed: `apt-get install -y chromium` (Debian's headless browser)"
@@ -331,7 +296,7 @@ def test_html_report_rendered_by_chromium_shows_the_figures(world, monkeypatch, 
          "--dump-dom", page.as_uri()],
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout
-    dom = _Dom()
+    dom = ReportPage()
     dom.feed(rendered)
     assert dom.external == []
 

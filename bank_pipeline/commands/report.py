@@ -76,6 +76,8 @@ def _report(args: argparse.Namespace, engine) -> int:
     gaps = sorted({m for (_, m) in partial})
     if monthly.previous_month(month) in gaps:
         print(f"note: {months[-2]:%Y-%m} is not wholly imported; Δ against it is left out (–)", file=sys.stderr)
+    if month in gaps:
+        print(f"note: {month:%Y-%m} is not wholly imported (yet): its figures cover the days imported", file=sys.stderr)
     print(f"Monthly spending {month:%Y-%m} as of {asof:%Y-%m-%d %H:%M:%S %Z} (own-account transfers excluded; "
           f"Δ = change against {months[-2]:%Y-%m})")
     print(text_table(frame) if not frame.empty else "no transactions in this month")
