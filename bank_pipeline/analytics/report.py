@@ -202,9 +202,10 @@ def svg_chart(
                 f'data-month="{label}">{money(totals[label])}</text>'
             )
     parts.append("</svg>")
+    names = {c: c for c in order} | ({OTHER: f"{OTHER}: " + ", ".join(folded)} if folded else {})
     legend = "".join(
         f'<li data-colour="{colour[c]}"><span class="swatch" style="background:{colour[c]}"></span>'
-        f'{html.escape(c if c != OTHER else f"{OTHER}: {chr(44).join(folded)}")}</li>'
+        f"{html.escape(names[c])}</li>"
         for c in order
     )
     return "\n".join(parts) + f'\n<ul class="legend">{legend}</ul>'
