@@ -7,6 +7,7 @@ import datetime as dt
 
 import sqlalchemy as sa
 
+from bank_pipeline.analytics import monthly
 from bank_pipeline.analytics.transfers import link_transfer
 from bank_pipeline.db.schema import enrichments
 from bank_pipeline.enrich import categorize, enrich_account_days
@@ -53,6 +54,12 @@ def test_categorize_relabels_the_rows_its_rule_covers_at_once_and_no_override(en
     assert after[pret[3]] == ("entertainment", "override") and after[pret[5]][0] == "transfers"
     assert after[others[0]] == before[others[0]] and after[others[1]] == before[others[1]]  # other payee; a credit
     assert "relabelled 3 other transaction(s) now" in out
+    # The stored monthly_spending of the months touched is the ledger's now (groceries, not dining).
+    months = sorted({monthly.month_start(d) for d in days})
+    stored = monthly.read(engine, months, [current])
+    now = monthly.compute(engine, {current: months})
+    assert list(stored[monthly.COLUMNS].itertuples(index=False)) == list(now[monthly.COLUMNS].itertuples(index=False))
+    assert "groceries" in set(stored["category"])
 
     # Said again: nothing left to change, and it says so.
     assert main(["categorize", str(pret[0]), "groceries"]) == 0

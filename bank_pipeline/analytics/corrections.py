@@ -1,6 +1,6 @@
-"""A correction applies at once: after the user rejects or links a transfer, the legs' labels,
-the months of spending they fall in and the recurring payments are recomputed from the ledger
-there and then, and the command says how much changed."""
+"""A correction applies at once: after the user recategorises a transaction, or rejects or links
+a transfer, the months of spending the changed rows fall in (and, for transfers, the recurring
+payments) are recomputed from the ledger there and then, and the command says how much changed."""
 
 from __future__ import annotations
 
@@ -41,21 +41,27 @@ def labels(engine: Engine, ids: Iterable[int]) -> dict[int, tuple[str | None, st
 def apply_after(engine: Engine, before: dict[int, tuple[str | None, str | None]], run_id: str) -> Applied:
     """Recompute what reads the rows of `before` (their labels before the correction)."""
     after = labels(engine, before)
+    months = refresh_months(engine, before, run_id)
+    stats = update_recurring(engine, run_id=run_id)
+    return Applied(
+        relabelled=sum(after[i] != before[i] for i in before),
+        months=months,
+        recurring=stats.patterns,
+        recurring_changed=stats.new + stats.removed,
+    )
+
+
+def refresh_months(engine: Engine, ids: Iterable[int], run_id: str) -> int:
+    """Store again the `monthly_spending` account-months these rows fall in; returns how many."""
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(transactions.c.account_id, transactions.c.booking_date).where(transactions.c.id.in_(list(before)))
+            sa.select(transactions.c.account_id, transactions.c.booking_date).where(transactions.c.id.in_(list(ids)))
         ).all()
     account_months: dict[int, set] = {}
     for account_id, day in rows:
         account_months.setdefault(account_id, set()).add(monthly.month_start(day))
     monthly.refresh(engine, account_months, run_id=run_id)
-    stats = update_recurring(engine, run_id=run_id)
-    return Applied(
-        relabelled=sum(after[i] != before[i] for i in before),
-        months=sum(len(m) for m in account_months.values()),
-        recurring=stats.patterns,
-        recurring_changed=stats.new + stats.removed,
-    )
+    return sum(len(m) for m in account_months.values())
 
 
 def summary(applied: Applied) -> str:

@@ -47,6 +47,7 @@ def _engine():
 
 
 def _categorize_cmd(args: argparse.Namespace) -> int:
+    from bank_pipeline.analytics.corrections import refresh_months
     from bank_pipeline.enrich import categorize
 
     _, engine = _engine()
@@ -58,6 +59,7 @@ def _categorize_cmd(args: argparse.Namespace) -> int:
         merchant=args.merchant,
         learn=args.learn,
     )
+    refresh_months(engine, result.changed_ids, "cli-categorize")  # the stored monthly_spending too
     e = result.enrichment
     label = e.category + (f"/{e.subcategory}" if e.subcategory else "")
     print(f"transaction {result.transaction_id}: {label}" + (f" ({e.merchant})" if e.merchant else ""))

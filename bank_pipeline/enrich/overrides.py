@@ -35,6 +35,7 @@ class CategorizeResult:
     rule_skipped: str | None  # why no rule was learned
     relabelled: int = 0  # other ledger rows the rule relabelled at once
     covered: int = 0  # other ledger rows the rule decides (relabelled or already so)
+    changed_ids: tuple[int, ...] = ()  # this transaction and the rows relabelled
 
 
 def _validate(
@@ -132,19 +133,22 @@ def categorize(
                 rule_id = learn_rule(conn, normalised, txn["direction"], rule_fields, transaction_id)
             else:
                 skipped = f"the description {txn['description']!r} is too generic to learn a rule from"
-        covered = relabelled = 0
+        covered, relabelled = 0, []
         if rule_id is not None:
             covered, relabelled = apply_rule(conn, rule_id, pattern, txn["direction"], exclude=transaction_id)
-        return CategorizeResult(transaction_id, enrichment, rule_id, pattern, skipped, relabelled, covered)
+        return CategorizeResult(transaction_id, enrichment, rule_id, pattern, skipped, len(relabelled), covered,
+                                (transaction_id, *relabelled))
 
 
 _COMPARED = ("category", "subcategory", "merchant", "source")
 
 
-def apply_rule(conn: Connection, rule_id: int, normalised: str, direction: str, *, exclude: int) -> tuple[int, int]:
+def apply_rule(
+    conn: Connection, rule_id: int, normalised: str, direction: str, *, exclude: int
+) -> tuple[int, list[int]]:
     """Label now the ledger rows whose description normalises to `normalised` (same direction)
     and for which rule `rule_id` is the deciding rule, except rows with an override and legs of a
-    transfer pair. Returns (rows the rule decides, rows whose label changed)."""
+    transfer pair. Returns (how many rows the rule decides, the ids of those whose label changed)."""
     t, e = transactions.c, enrichments.c
     leg = select(transfers.c.debit_transaction_id).union(select(transfers.c.credit_transaction_id))
     candidates = conn.execute(
@@ -178,4 +182,4 @@ def apply_rule(conn: Connection, rule_id: int, normalised: str, direction: str, 
             "cache_key": None, "flags": None, "run_id": None, "updated_at": now,
         })
     upsert(conn, enrichments, rows, ["transaction_id"])
-    return covered, len(rows)
+    return covered, [r["transaction_id"] for r in rows]
