@@ -64,3 +64,29 @@ def test_categorize_relabels_the_rows_its_rule_covers_at_once_and_no_override(en
     # Said again: nothing left to change, and it says so.
     assert main(["categorize", str(pret[0]), "groceries"]) == 0
     assert "relabelled 0 other transaction(s) now (3 covered by the rule" in capsys.readouterr().out
+
+
+def test_categorize_relabels_at_once_what_the_retrained_classifier_now_covers(engine, monkeypatch, capsys):
+    """A payee the knowledge base does not know, corrected on two descriptions: a third, already in
+    the ledger, follows at once through the learned classifier (not a rule: it differs)."""
+    from bank_pipeline.cli import main
+    from bank_pipeline_tests.test_enrich_classifier import KNOWN
+
+    account = make_account(engine)
+    day = TODAY - dt.timedelta(days=2)
+    rows = [(day, f"CARD PAYMENT TO {d}", -5 - i) for i, d in enumerate(KNOWN)]
+    rows += [(day, "CARD PAYMENT TO QZX KRELLWORKS HARBOUR", -12), (day, "CARD PAYMENT TO QZX KRELLWORKS MILLS", -9),
+             (day, "CARD PAYMENT TO QZX KRELLWORKS DEPOT", -20)]
+    ids = add_transactions(engine, account, rows)
+    harbour, mills, depot = ids[-3:]
+    enrich_account_days(engine, {account: [day]}, OfflineModel(), run_id="before")
+    assert _labels(engine)[depot][0] != "pets"
+    categorize(engine, mills, "pets", subcategory="pet_supplies")
+
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", str(engine.url.render_as_string(hide_password=False)))
+    assert main(["categorize", str(harbour), "pets", "--subcategory", "pet_supplies"]) == 0
+    out = capsys.readouterr().out
+    labels = _labels(engine)
+    assert labels[depot] == ("pets", "classifier")
+    assert "the classifier learned from your labels relabelled 1 more transaction(s)" in out
+    assert all(labels[i][0] != "pets" for i in ids[:-3])  # nothing else moved
