@@ -199,9 +199,13 @@ def test_with_the_daemon_the_report_and_its_html_equal_sql_over_the_ledger(
         assert code == 0 and "--refresh" not in err, err
         expected = sql_month(engine, month)
         assert _shown(out) == expected, month
+        keys = {a["id"]: a["account_key"] for a in pipe.accounts}
+        stored = {(keys[r["account_id"]], r["category"], r["currency"]):
+                  (r["income"].quantize(Decimal("0.01")), r["spending"].quantize(Decimal("0.01")))
+                  for r in monthly.read(engine, [month]).to_dict("records")}
+        assert stored == expected, month  # the asset the daemon materialized agrees too
         parsed = ReportPage()
         parsed.feed(page.read_text(encoding="utf-8"))
-        keys = {a["id"]: a["account_key"] for a in pipe.accounts}
         in_page = {(keys[int(r["data-account-id"])], r["data-category"], r["data-currency"]):
                    (Decimal(r["cells"][3].replace(",", "")), Decimal(r["cells"][4].replace(",", "")))
                    for r in parsed.rows if r["class"] == "row" and r["cells"][-1] != "0"}

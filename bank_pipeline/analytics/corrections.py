@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from bank_pipeline.analytics import monthly
 from bank_pipeline.analytics.recurring import update_recurring
-from bank_pipeline.db.schema import enrichments, transactions
+from bank_pipeline.db.schema import enrichments, monthly_spending, transactions
 
 
 @dataclass(frozen=True)
@@ -51,15 +51,24 @@ def apply_after(engine: Engine, before: dict[int, tuple[str | None, str | None]]
     )
 
 
-def refresh_months(engine: Engine, ids: Iterable[int], run_id: str) -> int:
-    """Store again the `monthly_spending` account-months these rows fall in; returns how many."""
+def refresh_months(engine: Engine, ids: Iterable[int], run_id: str, *, only_stored: bool = False) -> int:
+    """Store again the `monthly_spending` account-months these rows fall in (`only_stored`: those
+    already stored, i.e. computed before); returns how many."""
+    ids = list(ids)
+    if not ids:
+        return 0
     with engine.connect() as conn:
         rows = conn.execute(
-            sa.select(transactions.c.account_id, transactions.c.booking_date).where(transactions.c.id.in_(list(ids)))
+            sa.select(transactions.c.account_id, transactions.c.booking_date).where(transactions.c.id.in_(ids))
         ).all()
+        stored = {
+            (a, m) for a, m in conn.execute(sa.select(monthly_spending.c.account_id, monthly_spending.c.month).distinct())
+        } if only_stored else None
     account_months: dict[int, set] = {}
     for account_id, day in rows:
-        account_months.setdefault(account_id, set()).add(monthly.month_start(day))
+        month = monthly.month_start(day)
+        if stored is None or (account_id, month) in stored:
+            account_months.setdefault(account_id, set()).add(month)
     monthly.refresh(engine, account_months, run_id=run_id)
     return sum(len(m) for m in account_months.values())
 

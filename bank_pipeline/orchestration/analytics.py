@@ -101,13 +101,17 @@ class TransfersConfig(dg.Config):
     "reference → amount and dates), labelled `transfers` unless the user set a category.",
 )
 def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.analytics.corrections import refresh_months
     from bank_pipeline.analytics.transfers import update_transfers
 
     started = time.perf_counter()
+    engine = database.get_engine()
     try:
-        stats = update_transfers(database.get_engine(), window_days=config.window_days, run_id=context.run_id)
+        stats = update_transfers(engine, window_days=config.window_days, run_id=context.run_id)
     except BankPipelineError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    # Months of spending computed before these legs were paired counted them: store them again.
+    refresh_months(engine, stats.new_legs, context.run_id, only_stored=True)
     return stats_result(context, stats, started, "{new_pairs} new pair(s), {pairs} in all")
 
 
