@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation
+from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation, analytics_jobs
 from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks, ledger_checks_job
 from bank_pipeline.orchestration.executors import import_executor
@@ -21,7 +21,7 @@ defs = dg.Definitions(
     # transfers and monthly_spending (account × month) follow through their automation conditions.
     assets=[*transaction_assets, *analytics_assets],
     asset_checks=ledger_checks,
-    jobs=[import_transactions, ledger_checks_job],
+    jobs=[import_transactions, ledger_checks_job, *analytics_jobs],
     schedules=[daily_import_schedule],
     sensors=[
         webhook_events_sensor,

@@ -79,7 +79,7 @@ def run_demo(
             progress(f"Backfilling {first} .. {last} through Dagster (one run per account; "
                      f"instance at {instance.root_directory}):")
             runs = run_imports(instance, sim_settings, keys, first, last,
-                               extra_tags={"bank_pipeline/trigger": "demo"}, progress=progress)
+                               extra_tags={"bank_pipeline/trigger": "demo"}, progress=progress, analytics=True)
     return DemoSummary(result.accounts, runs, first, last, time.perf_counter() - started)
 
 

@@ -136,4 +136,5 @@ def import_history(instance, settings: Settings, account_keys: list[str], window
         extra_tags={FETCH_MODE_TAG: "landed", "bank_pipeline/trigger": "connect"},
         progress=progress,
         whole_range=True,
+        analytics=True,
     )

@@ -105,13 +105,16 @@ def run_imports(
     progress: Callable[[str], None] | None = None,
     console_log_level: str = "WARNING",
     whole_range: bool = False,
+    analytics: bool = False,
 ) -> list[RunOutcome]:
     """Runs over first..last for each account, after registering the accounts as partitions.
 
     Like a UI backfill, each account's range is cut into runs of at most one bank window
     (`settings.max_window_days`; `whole_range` for one run per account), newest first: whatever today's budget allows lands in the ledger, the
     rest fails visibly and is fetched by a later run. The run's full event log is in the instance
-    (and the UI); the console gets a line per run from `progress`.
+    (and the UI); the console gets a line per run from `progress`. With `analytics`, the analytics
+    assets follow once an import succeeded (`analytics_runs`), so what the user reads next is
+    current without a daemon.
     """
     from bank_pipeline.db import make_engine
     from bank_pipeline.limits import release_leases
@@ -145,4 +148,47 @@ def run_imports(
             state = "ok" if result.success else f"FAILED: {error}"
             progress(f"      run {result.run_id[:8]}: {loaded.get('inserted', 0)} new transactions, "
                      f"{time.perf_counter() - started:.1f}s, {state}")
+    if analytics and any(o.success for o in outcomes):
+        # Not among the returned outcomes (they are the imports): a failed analytics run is said
+        # through `progress`, and the next import or the daemon's sensor computes them again.
+        analytics_runs(instance, settings, account_keys, first, last, tags=extra_tags,
+                       run_config=run_config, progress=progress)
+    return outcomes
+
+
+def analytics_runs(
+    instance: dg.DagsterInstance,
+    settings: Settings,
+    account_keys: list[str],
+    first: dt.date,
+    last: dt.date,
+    *,
+    tags: dict[str, str] | None = None,
+    run_config: dict | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[RunOutcome]:
+    """Transfers and recurring payments over the whole ledger, then monthly spending of the
+    accounts' months of first..last: the analytics the daemon's automation sensor would request
+    after these imports, run now."""
+    from bank_pipeline.orchestration.analytics import (
+        LEDGER_ANALYTICS_JOB_NAME,
+        MONTHLY_SPENDING_JOB_NAME,
+        month_range_tags,
+    )
+
+    outcomes = []
+    plan = [
+        (LEDGER_ANALYTICS_JOB_NAME, {}),
+        (MONTHLY_SPENDING_JOB_NAME, month_range_tags(account_keys, first, last)),
+    ]
+    for name, extra in plan:
+        started = time.perf_counter()
+        result = import_job(settings, name).execute_in_process(
+            instance=instance, tags={**(tags or {}), **extra}, run_config=run_config, raise_on_error=False
+        )
+        error = None if result.success else _failure_reason(result)
+        outcomes.append(RunOutcome(name, result.run_id, result.success, _metadata_by_asset(result), error, first, last))
+        if progress:
+            state = "ok" if result.success else f"FAILED: {error}"
+            progress(f"      {name} run {result.run_id[:8]}: {time.perf_counter() - started:.1f}s, {state}")
     return outcomes

@@ -252,6 +252,7 @@ def test_pairs_are_labelled_the_users_category_stands_and_a_rejection_survives_r
 
     code, out, _ = _cli(url, monkeypatch, capsys, "reject", transfer_id)
     assert code == 0 and "will not be paired again" in out
+    assert "2 transaction(s) relabelled; 2 month(s) of spending recomputed" in out  # both legs, both accounts
     assert _labels(engine)[ids["to_savings"]] == before[ids["to_savings"]]  # the earlier label is back
     assert _labels(engine)[ids["from_current"]] == before[ids["from_current"]]
 
@@ -264,7 +265,7 @@ def test_pairs_are_labelled_the_users_category_stands_and_a_rejection_survives_r
 
     # The user's link wins over their earlier rejection, and a run never undoes it.
     code, out, _ = _cli(url, monkeypatch, capsys, "link", ids["from_current"], ids["to_savings"])
-    assert code == 0 and "linked" in out
+    assert code == 0 and "linked" in out and "2 transaction(s) relabelled" in out
     update_transfers(engine, run_id="run-4")
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(transfer_rejections)).scalar_one() == 0

@@ -5,6 +5,12 @@ a pandas DataFrame whose columns are `COLUMNS` (documented in docs/usage.md); th
 into a file. Amounts stay exact (Decimal; Parquet `decimal128(18, 4)`), signed as the bank sent
 them (money out negative). A file is written next to its destination and renamed into place, so
 a failed export never leaves half a file behind.
+
+CSV cells a spreadsheet would run as a formula (text from the bank starting with `=`, `+`, `-`,
+`@`, a tab or a carriage return) are written with a leading single quote, as OWASP advises
+against CSV injection (`bank_pipeline.formulas`); `raw=True` (`export --raw`) writes them
+verbatim for programs that read the file. Amounts, dates and ids are never altered. Parquet and
+beancount are exact: neither is opened by a spreadsheet as formulas.
 """
 
 from __future__ import annotations
@@ -28,6 +34,7 @@ from sqlalchemy import Engine
 
 from bank_pipeline.db.schema import accounts, enrichments, transactions, transfers
 from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.formulas import neutralise
 
 
 @dataclass(frozen=True)
@@ -141,8 +148,18 @@ def amount_text(amount: Decimal) -> str:
     return f"{whole}.{fraction.ljust(2, '0')}"
 
 
-def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
+# Columns of text from outside (the bank, the enrichment, the user); the others are numbers, dates,
+# booleans or ids written by this module.
+TEXT_COLUMNS = ("account_key", "account_name", "account_kind", "currency", "direction", "description",
+                "merchant_name", "category", "subcategory", "merchant", "merchant_type", "payment_method",
+                "category_source", "provider_transaction_id", "normalised_provider_transaction_id")
+
+
+def _csv_frame(frame: pd.DataFrame, raw: bool = False) -> pd.DataFrame:
     out = frame.copy()
+    if not raw:
+        for name in TEXT_COLUMNS:
+            out[name] = [neutralise(v) if isinstance(v, str) else v for v in frame[name]]
     out["amount"] = [amount_text(v) for v in frame["amount"]]
     out["booking_date"] = [d.isoformat() for d in frame["booking_date"]]
     out["booked_at"] = [
@@ -153,10 +170,12 @@ def _csv_frame(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def write_csv(frame: pd.DataFrame, stream: IO[str]) -> None:
+def write_csv(frame: pd.DataFrame, stream: IO[str], raw: bool = False) -> None:
     """UTF-8 CSV with a header row of `COLUMN_NAMES`; quoted where needed (RFC 4180); an empty
-    field is a missing value."""
-    _csv_frame(frame).to_csv(stream, index=False, lineterminator="\n")
+    field is a missing value; formula-like text neutralised unless `raw`."""
+    # CRLF as RFC 4180 says: the writer then quotes a cell holding a bare carriage return, which
+    # with "\n" line ends it left unquoted (and a reader split the row there).
+    _csv_frame(frame, raw).to_csv(stream, index=False, lineterminator="\r\n")
 
 
 # --- Parquet --------------------------------------------------------------------------------
@@ -261,8 +280,8 @@ _TEXT_WRITERS: dict[str, Callable[[pd.DataFrame, IO[str]], None]] = {
 }
 
 
-def render(frame: pd.DataFrame, fmt: str) -> bytes:
-    """The export as bytes (UTF-8 for the text formats)."""
+def render(frame: pd.DataFrame, fmt: str, raw: bool = False) -> bytes:
+    """The export as bytes (UTF-8 for the text formats); `raw`: CSV cells verbatim."""
     if fmt == "parquet":
         buffer = io.BytesIO()
         write_parquet(frame, buffer)
@@ -270,7 +289,10 @@ def render(frame: pd.DataFrame, fmt: str) -> bytes:
     if fmt not in _TEXT_WRITERS:
         raise BankPipelineError(f"unknown export format {fmt!r}; formats: {', '.join(FORMATS)}")
     text = io.StringIO()
-    _TEXT_WRITERS[fmt](frame, text)
+    if fmt == "csv":
+        write_csv(frame, text, raw)
+    else:
+        _TEXT_WRITERS[fmt](frame, text)
     return text.getvalue().encode("utf-8")
 
 
@@ -301,7 +323,7 @@ def write_file(data: bytes, path: Path) -> None:
 
 
 def export_ledger(
-    engine: Engine, date_from: dt.date, date_to: dt.date, fmt: str, out: Path | None = None
+    engine: Engine, date_from: dt.date, date_to: dt.date, fmt: str, out: Path | None = None, *, raw: bool = False
 ) -> tuple[int, bytes | None]:
     """Export a date range in `fmt`: to `out` when given (returns (rows, None)), else returns
     (rows, the bytes) for the caller to print."""
@@ -310,7 +332,7 @@ def export_ledger(
     if out is not None:
         check_destination(Path(out))
     frame = ledger_frame(engine, date_from, date_to)
-    data = render(frame, fmt)
+    data = render(frame, fmt, raw)
     if out is None:
         return len(frame), data
     write_file(data, out)

@@ -2,9 +2,12 @@
 
 Computed with pandas from the enriched ledger (`transactions` + `enrichments`) and kept in the
 `monthly_spending` table, one set of rows per account-month (the Dagster partition), replaced
-whole on each computation. Rows whose category is `transfers` (own-account transfers, paired
-elsewhere) are neither income nor spending and are left out. A transaction not yet enriched
-counts as `unknown`.
+whole on each computation. A leg of a paired transfer between own accounts (a card repayment
+too), whatever its category, and any row the user or the pairing labelled `transfers`, is neither
+income nor spending and is left out. A transaction not yet enriched counts as `unknown`.
+
+`live` computes the same figures at the moment they are read (what `bank-pipeline report`
+shows), so a reader never sees figures older than the ledger.
 
 Amounts are summed exactly, as integers of 1/10,000 of the currency unit (the ledger's scale),
 and returned as `Decimal`s. The change against the previous month is not stored: it is derived
@@ -21,8 +24,16 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy import Engine
 
+from bank_pipeline import clock
 from bank_pipeline.db import utcnow, write_transaction
-from bank_pipeline.db.schema import accounts, enrichments, monthly_spending, transactions
+from bank_pipeline.db.schema import (
+    accounts,
+    enrichments,
+    monthly_spending,
+    raw_fetches,
+    transactions,
+    transfers,
+)
 
 TRANSFERS = "transfers"
 UNCATEGORISED = "unknown"
@@ -74,8 +85,16 @@ def empty_frame() -> pd.DataFrame:
     return pd.DataFrame({name: pd.Series(dtype=object) for name in COLUMNS})
 
 
+def transfer_leg(transaction_id: sa.ColumnElement) -> sa.ColumnElement[bool]:
+    """True for a transaction that is one leg of a recorded transfer pair."""
+    return sa.exists().where(
+        sa.or_(transfers.c.debit_transaction_id == transaction_id, transfers.c.credit_transaction_id == transaction_id)
+    )
+
+
 def ledger_frame(engine: Engine, account_months: Mapping[int, Iterable[dt.date]]) -> pd.DataFrame:
-    """The ledger rows of the given account-months: account_id, month, category, currency, units."""
+    """The ledger rows of the given account-months, paired transfer legs left out: account_id,
+    month, category, currency, units."""
     frames = []
     with engine.connect() as conn:
         for account_id, months in account_months.items():
@@ -95,6 +114,7 @@ def ledger_frame(engine: Engine, account_months: Mapping[int, Iterable[dt.date]]
                     transactions.c.account_id == account_id,
                     transactions.c.booking_date >= months[0],
                     transactions.c.booking_date < next_month(months[-1]),
+                    ~transfer_leg(transactions.c.id),
                 )
             )
             rows = conn.execute(query).all()
@@ -183,6 +203,80 @@ def read(engine: Engine, months: Iterable[dt.date], account_ids: Iterable[int] |
         frame[name] = [Decimal(str(v)).quantize(Decimal(1).scaleb(-SCALE)) for v in frame[name]]
     frame["transactions"] = frame["transactions"].astype(int)
     return frame.sort_values(KEY, ignore_index=True)
+
+
+def live(engine: Engine, months: Iterable[dt.date], account_ids: Iterable[int] | None = None) -> pd.DataFrame:
+    """The figures of `months` computed from the ledger now, shaped as `read` returns them
+    (`computed_at` is this instant)."""
+    months = sorted({month_start(m) for m in months})
+    query = sa.select(accounts.c.id, accounts.c.account_key, accounts.c.display_name)
+    if account_ids is not None:
+        query = query.where(accounts.c.id.in_(list(account_ids)))
+    with engine.connect() as conn:
+        names = {r.id: (r.account_key, r.display_name) for r in conn.execute(query)}
+    asof = clock.now()
+    frame = compute(engine, {account_id: months for account_id in names})
+    frame = frame.assign(
+        computed_at=[asof] * len(frame),
+        account_key=[names[a][0] for a in frame["account_id"]],
+        display_name=[names[a][1] for a in frame["account_id"]],
+    )
+    frame = frame.sort_values(KEY, ignore_index=True)
+    frame.attrs["asof"] = asof
+    return frame
+
+
+def live_month_with_changes(
+    engine: Engine, month: dt.date, account_ids: Iterable[int] | None = None
+) -> pd.DataFrame:
+    """One month's figures from the ledger now, with the change against the month before
+    (`None` where the month before is not wholly in the ledger: see `incomplete_months`)."""
+    month = month_start(month)
+    both = live(engine, [previous_month(month), month], account_ids)
+    out = with_changes(both[both["month"] == month], both[both["month"] == previous_month(month)])
+    partial = incomplete_months(engine, [previous_month(month)])
+    if partial and not out.empty:
+        gap = [(a, previous_month(month)) in partial for a in out["account_id"]]
+        out["spending_change"] = [None if g else v for g, v in zip(gap, out["spending_change"], strict=True)]
+        out["net_change"] = [None if g else v for g, v in zip(gap, out["net_change"], strict=True)]
+    out.attrs["asof"] = both.attrs["asof"]
+    return out
+
+
+def incomplete_months(engine: Engine, months: Iterable[dt.date]) -> dict[tuple[int, dt.date], int]:
+    """{(account_id, month): days of the month the bank was successfully asked for} for the
+    account-months not wholly fetched (a day after today is not fetched yet). Accounts with no
+    fetch on record (a ledger filled by other means) are taken as complete."""
+    months = sorted({month_start(m) for m in months})
+    if not months:
+        return {}
+    first, end = months[0], next_month(months[-1])
+    with engine.connect() as conn:
+        fetched = conn.execute(
+            sa.select(raw_fetches.c.account_id, raw_fetches.c.window_from, raw_fetches.c.window_to).where(
+                raw_fetches.c.kind == "booked", raw_fetches.c.error.is_(None)
+            )
+        ).all()
+    covered: dict[int, set[dt.date]] = {}
+    for account_id, start, stop in fetched:
+        days = covered.setdefault(account_id, set())
+        start, stop = _as_date(start), _as_date(stop)
+        day = max(start, first)
+        while day <= stop and day < end:
+            days.add(day)
+            day += dt.timedelta(days=1)
+    out: dict[tuple[int, dt.date], int] = {}
+    for account_id, days in covered.items():
+        for month in months:
+            length = (next_month(month) - month).days
+            seen = sum(1 for d in days if month_start(d) == month)
+            if seen < length:
+                out[(account_id, month)] = seen
+    return out
+
+
+def _as_date(value) -> dt.date:
+    return value if isinstance(value, dt.date) else dt.date.fromisoformat(str(value)[:10])
 
 
 def with_changes(current: pd.DataFrame, previous: pd.DataFrame) -> pd.DataFrame:

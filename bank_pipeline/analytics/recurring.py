@@ -21,8 +21,16 @@ bank sends with them or by its name in the description; a standing order's by it
 
 States, as of the ledger's last day: `early` (the minimum seen), `mature` (paid regularly for
 long enough: 6 weeks or months, 4 quarters, 3 years), `ended` (the next expected payment is
-more than the tolerance overdue). Each pattern has a stable key, so a pattern the user dismissed
-stays dismissed when the asset runs again.
+more than the tolerance overdue). A pattern's next date, amount and state follow from its last
+payment: a later payment of the same payee and amount (after a gap, off the old phase) joins the
+pattern and moves them on, so no pattern is "ended" with a payment after its expected next date.
+Each pattern has a stable key, so a pattern the user dismissed stays dismissed when the asset
+runs again.
+
+Legs of transfers between the user's own accounts (card repayments included: paired in
+`transfers`, or labelled `transfers`) are never recurring payments: they are left out of the
+rows. A payee is the bank's mandate name or a word of the description; when the description
+names only a number, the merchant name (the bank's, or the enrichment's) or the description.
 """
 
 from __future__ import annotations
@@ -44,9 +52,11 @@ from bank_pipeline.db import utcnow, write_transaction
 from bank_pipeline.db.schema import (
     accounts,
     bank_mandates,
+    enrichments,
     raw_transactions,
     recurring_payments,
     transactions,
+    transfers,
 )
 from bank_pipeline.errors import BankPipelineError
 
@@ -74,6 +84,7 @@ class Row:
     description: str = ""
     transaction_category: str | None = None
     reference: str | None = None  # the bank's `meta.provider_reference` (a direct debit's mandate)
+    merchant: str | None = None  # the merchant's name (the enrichment's, else the bank's)
 
     @property
     def direction(self) -> str:
@@ -254,10 +265,21 @@ def best_fit(
 # --- patterns ------------------------------------------------------------------------------------
 
 
-def _state(fit: Fit, asof: dt.date) -> str:
-    if asof > fit.next_date() + dt.timedelta(days=fit.tolerance):
+def _after(day: dt.date, cadence: str, dom: int | None = None) -> dt.date:
+    """The date one period of `cadence` after `day` (on day-of-month `dom` when given)."""
+    if cadence == "weekly":
+        return day + dt.timedelta(days=7)
+    return _add_months(day, MONTHS_PER[cadence], dom or day.day)
+
+
+def _state_of(cadence: str, count: int, next_date: dt.date, tolerance: int, asof: dt.date) -> str:
+    if asof > next_date + dt.timedelta(days=tolerance):
         return "ended"
-    return "mature" if len(fit.rows) >= MATURE_AFTER[fit.cadence] else "early"
+    return "mature" if count >= MATURE_AFTER[cadence] else "early"
+
+
+def _state(fit: Fit, asof: dt.date) -> str:
+    return _state_of(fit.cadence, len(fit.rows), fit.next_date(), fit.tolerance, asof)
 
 
 def _next_amount(rows: Sequence[Row]) -> tuple[Decimal, bool]:
@@ -316,13 +338,31 @@ def _mandate_pattern(mandate: Mandate, rows: list[Row], asof: dt.date, tolerance
     # The bank says it recurs: any regular schedule will do, however few payments so far.
     fit = best_fit(rows, tolerance_days=tolerance_days, min_occurrences=2)
     if fit is None:
-        slots = [_add_months(rows[0].day, n, rows[0].day.day) for n in range(len(rows) + 1)]
+        slots = [*(r.day for r in rows), _after(rows[-1].day, "monthly")]
         fit = Fit("monthly", rows, list(range(len(rows))), slots, tolerance_days)
     key = f"{mandate.account_id}|{mandate.kind}|{mandate.key}"
-    pattern = _pattern(key, mandate.kind, mandate.name, fit, asof, mandate.next_date)
-    if mandate.next_date and mandate.next_date >= asof and pattern.state == "ended":
-        pattern.state = "mature" if len(fit.rows) >= MATURE_AFTER[fit.cadence] else "early"
+    pattern = _pattern(key, mandate.kind, mandate.name, fit, asof)
+    # Every payment the mandate claims is its own, on the schedule or not: the last one decides.
+    follow_last_payment(pattern, [r for r in rows if r.day > pattern.last_date], asof, tolerance_days)
+    if mandate.next_date and mandate.next_date > pattern.last_date:
+        pattern.next_date = mandate.next_date  # the bank's own word, when it is after the last payment
+        pattern.state = _state_of(pattern.cadence, pattern.occurrences, pattern.next_date, tolerance_days, asof)
     return pattern
+
+
+def follow_last_payment(pattern: Pattern, later: Sequence[Row], asof: dt.date, tolerance_days: int) -> None:
+    """Add `later` payments (after the pattern's last one) to it; its next date, amount and state
+    then follow from its last payment."""
+    if not later:
+        return
+    pattern.rows = sorted([*pattern.rows, *later], key=lambda r: (r.day, str(r.id)))
+    dom = int(statistics.median_low([r.day.day for r in pattern.rows])) if pattern.cadence != "weekly" else None
+    pattern.next_date = _after(pattern.last_date, pattern.cadence, dom)
+    if pattern.next_date <= pattern.last_date + dt.timedelta(days=tolerance_days):  # dom before the last day
+        pattern.next_date = _after(pattern.last_date, pattern.cadence)
+    pattern.next_amount, pattern.variable_amount = _next_amount(pattern.rows)
+    tolerance = min(tolerance_days, WEEKLY_TOLERANCE_DAYS) if pattern.cadence == "weekly" else tolerance_days
+    pattern.state = _state_of(pattern.cadence, pattern.occurrences, pattern.next_date, tolerance, asof)
 
 
 @dataclass
@@ -414,6 +454,15 @@ def detect_recurring(
             # when they keep to its schedule.
             for pattern_key in [k for k in found if k.startswith(key + "|")]:
                 extend(pattern_key, [r for r in group if r.id in free], free)
+            # A payment of this payee after a pattern's last one (a gap moved its phase) carries
+            # the pattern on: its next date and state follow from that last payment.
+            for pattern_key in [k for k in found if k.startswith(key + "|")]:
+                pattern = found[pattern_key]
+                typical = abs(Decimal(statistics.median([r.amount for r in pattern.rows])))
+                later = [r for r in group if r.id in free and r.day > pattern.last_date
+                         and abs(abs(r.amount) - typical) <= typical * Decimal(str(options.amount_tolerance))]
+                follow_last_payment(pattern, later, asof, options.tolerance_days)
+                free.difference_update(r.id for r in later)
         # What is left, by exact amount alone: one payment described in more than one way.
         by_amount_only: dict[tuple[str, str, Decimal], list[Row]] = defaultdict(list)
         for r in account_rows:
@@ -423,8 +472,21 @@ def detect_recurring(
             if len(group) >= MIN_ANNUAL_OCCURRENCES:
                 payee = Counter(payee_key(r.description) for r in group).most_common(1)[0][0]
                 accept(f"{account_id}|{direction}|amount:{abs(amount)}", payee, group, free)
+    for pattern in found.values():
+        pattern.payee = payee_name(pattern.payee, pattern.rows)
     patterns.extend(found.values())
     return patterns
+
+
+def payee_name(payee: str, rows: Sequence[Row]) -> str:
+    """`payee` unless it names no word (an account number): then the rows' merchant name, else
+    their most frequent description."""
+    if any(c.isalpha() for c in payee):
+        return payee
+    named = [r.merchant for r in rows if r.merchant and any(c.isalpha() for c in r.merchant)]
+    if named:
+        return Counter(named).most_common(1)[0][0]
+    return Counter(" ".join(r.description.split()) for r in rows).most_common(1)[0][0] or payee
 
 
 # --- the database --------------------------------------------------------------------------------
@@ -442,16 +504,22 @@ def _meta_reference(payload: str | None) -> str | None:
 
 
 def load_rows(conn: Connection) -> list[Row]:
+    """The booked ledger rows, except legs of transfers between own accounts (paired, or labelled
+    `transfers`)."""
     t = transactions.c
+    leg = sa.exists().where(sa.or_(transfers.c.debit_transaction_id == t.id, transfers.c.credit_transaction_id == t.id))
     result = conn.execute(
         sa.select(t.id, t.account_id, t.booking_date, t.amount, t.currency, t.description,
-                  t.transaction_category, raw_transactions.c.payload)
-        .select_from(transactions.outerjoin(raw_transactions, raw_transactions.c.id == t.raw_transaction_id))
+                  t.transaction_category, raw_transactions.c.payload,
+                  sa.func.coalesce(enrichments.c.merchant, t.merchant_name).label("merchant"))
+        .select_from(transactions.outerjoin(raw_transactions, raw_transactions.c.id == t.raw_transaction_id)
+                     .outerjoin(enrichments, enrichments.c.transaction_id == t.id))
+        .where(~leg, sa.func.coalesce(enrichments.c.category, "") != "transfers")
         .order_by(t.booking_date, t.id)
     )
     return [
         Row(r.id, r.account_id, r.booking_date, Decimal(r.amount), r.currency, r.description or "",
-            r.transaction_category, _meta_reference(r.payload))
+            r.transaction_category, _meta_reference(r.payload), r.merchant)
         for r in result
     ]
 

@@ -2,7 +2,11 @@
 
 The HTML page fetches nothing: its style is inline and its chart (spending by category over the
 months, one stacked bar per month and currency) is an inline SVG drawn here, each bar segment
-carrying its figures as `data-` attributes so the page can be checked in a browser.
+carrying its figures as `data-` attributes so the page can be checked in a browser. The chart
+gives each of its largest categories its own colour from Tableau 10 (a qualitative palette made
+so that no two of its colours are confused); smaller categories share one grey "other" segment.
+A month with no ledger rows is drawn as "no data", never as a 0.00 bar, and a month not wholly
+imported is marked "partial".
 """
 
 from __future__ import annotations
@@ -17,9 +21,9 @@ import pandas as pd
 CENT = Decimal("0.01")
 TOTAL = "all categories"
 HEADERS = ["Account", "Category", "Currency", "Income", "Spending", "Net", "Δ spending", "Δ net", "Txns"]
-# Distinguishable on white; categories beyond the palette reuse it (the legend names each).
-PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948",
-           "#b07aa1", "#ff9da7", "#9c755f", "#bab0ac", "#1f77b4", "#8c564b"]
+# Tableau 10 without its grey, which is kept for "other": nine colours no two of which look alike.
+PALETTE = ["#4e79a7", "#f28e2b", "#e15759", "#76b7b2", "#59a14f", "#edc948", "#b07aa1", "#ff9da7", "#9c755f"]
+OTHER, OTHER_COLOUR = "other categories", "#bab0ac"
 
 
 def money(value) -> str:
@@ -120,13 +124,42 @@ def chart_series(history: pd.DataFrame) -> dict[str, dict[str, dict[str, Decimal
     return series
 
 
-def svg_chart(currency: str, series: dict[str, dict[str, Decimal]], months: list[dt.date]) -> str:
-    """One stacked bar per month; a segment per category, its height proportional to its spending."""
+def grouped_series(series: dict[str, dict[str, Decimal]]) -> tuple[dict[str, dict[str, Decimal]], list[str]]:
+    """The largest categories as they are and the rest summed as `OTHER` (when more than the
+    palette holds); also the names folded into `OTHER`."""
+    order = sorted(series, key=lambda c: (-sum(series[c].values()), c))
+    if len(order) <= len(PALETTE):
+        return dict(series), []
+    keep, rest = order[: len(PALETTE) - 1], order[len(PALETTE) - 1:]
+    out = {c: series[c] for c in keep}
+    other: dict[str, Decimal] = {}
+    for category in rest:
+        for month, value in series[category].items():
+            other[month] = other.get(month, Decimal(0)) + value
+    out[OTHER] = other
+    return out, rest
+
+
+def svg_chart(
+    currency: str,
+    series: dict[str, dict[str, Decimal]],
+    months: list[dt.date],
+    with_data: set[str] | None = None,
+    partial: set[str] | frozenset = frozenset(),
+) -> str:
+    """One stacked bar per month; a segment per category, its height proportional to its spending.
+    A month not in `with_data` (YYYY-MM with ledger rows) says "no data" instead of a bar; a month
+    in `partial` is marked so."""
     labels = [f"{m:%Y-%m}" for m in months]
+    with_data = set(labels) if with_data is None else with_data
+    series, folded = grouped_series(series)
     totals = {m: sum((per.get(m, Decimal(0)) for per in series.values()), Decimal(0)) for m in labels}
     top = max(totals.values(), default=Decimal(0)) or Decimal(1)
-    order = sorted(series, key=lambda c: (-sum(series[c].values()), c))
-    colour = {c: PALETTE[i % len(PALETTE)] for i, c in enumerate(order)}
+    order = sorted((c for c in series if c != OTHER), key=lambda c: (-sum(series[c].values()), c))
+    colour = {c: PALETTE[i] for i, c in enumerate(order)}
+    if OTHER in series:
+        order.append(OTHER)
+        colour[OTHER] = OTHER_COLOUR
     plot_h, bar_w, gap, left, top_pad = 240, 48, 24, 80, 20
     width = left + len(labels) * (bar_w + gap) + gap
     height = top_pad + plot_h + 40
@@ -148,20 +181,32 @@ def svg_chart(currency: str, series: dict[str, dict[str, Decimal]], months: list
                 continue
             h = float(value / top) * plot_h
             y -= h
+            title = category if category != OTHER else f"{OTHER} ({', '.join(folded)})"
             parts.append(
                 f'<rect class="segment" x="{x}" y="{y:.3f}" width="{bar_w}" height="{h:.3f}" '
                 f'fill="{colour[category]}" data-month="{label}" data-category="{html.escape(category)}" '
-                f'data-spending="{value.quantize(CENT)}"><title>{html.escape(category)} {label}: '
+                f'data-spending="{value.quantize(CENT)}"><title>{html.escape(title)} {label}: '
                 f'{money(value)} {html.escape(currency)}</title></rect>'
             )
+        mark = " (partial)" if label in partial else ""
         parts.append(f'<text x="{x + bar_w / 2}" y="{base + 18}" text-anchor="middle" class="axis">{label}</text>')
-        parts.append(
-            f'<text x="{x + bar_w / 2}" y="{max(y - 4, 10):.3f}" text-anchor="middle" class="bar-total" '
-            f'data-month="{label}">{money(totals[label])}</text>'
-        )
+        if mark:
+            parts.append(f'<text x="{x + bar_w / 2}" y="{base + 32}" text-anchor="middle" class="axis partial" '
+                         f'data-month="{label}">partial</text>')
+        if label not in with_data:
+            parts.append(f'<text x="{x + bar_w / 2}" y="{base - 6}" text-anchor="middle" class="no-data" '
+                         f'data-month="{label}">no data</text>')
+        else:
+            parts.append(
+                f'<text x="{x + bar_w / 2}" y="{max(y - 4, 10):.3f}" text-anchor="middle" class="bar-total" '
+                f'data-month="{label}">{money(totals[label])}</text>'
+            )
     parts.append("</svg>")
+    names = {c: c for c in order} | ({OTHER: f"{OTHER}: " + ", ".join(folded)} if folded else {})
     legend = "".join(
-        f'<li><span class="swatch" style="background:{colour[c]}"></span>{html.escape(c)}</li>' for c in order
+        f'<li data-colour="{colour[c]}"><span class="swatch" style="background:{colour[c]}"></span>'
+        f"{html.escape(names[c])}</li>"
+        for c in order
     )
     return "\n".join(parts) + f'\n<ul class="legend">{legend}</ul>'
 
@@ -173,14 +218,29 @@ th, td { padding: 4px 10px; border-bottom: 1px solid #ddd; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
 tr.total td { font-weight: bold; border-bottom: 2px solid #999; }
 .axis, .bar-total { font-size: 11px; fill: #444; }
+.no-data { font-size: 11px; fill: #999; font-style: italic; }
+.partial { fill: #b05a00; }
+.asof { color: #555; }
 .legend { list-style: none; padding: 0; display: flex; flex-wrap: wrap; gap: 12px; }
 .swatch { display: inline-block; width: 12px; height: 12px; margin-right: 4px; vertical-align: middle; }
 """
 
 
-def html_page(month: dt.date, frame: pd.DataFrame, history: pd.DataFrame, months: Iterable[dt.date]) -> str:
-    """The whole page: a chart per currency of `history` over `months`, then `month`'s table."""
+def html_page(
+    month: dt.date,
+    frame: pd.DataFrame,
+    history: pd.DataFrame,
+    months: Iterable[dt.date],
+    *,
+    asof: dt.datetime | None = None,
+    partial: Iterable[dt.date] = (),
+) -> str:
+    """The whole page: a chart per currency of `history` over `months`, then `month`'s table;
+    `asof`, the instant the figures were computed from the ledger; `partial`, the months not
+    wholly imported."""
     months = sorted(months)
+    partial_labels = {f"{m:%Y-%m}" for m in partial}
+    with_data = {f"{m:%Y-%m}" for m in history["month"]} if not history.empty else set()
     title = f"Monthly spending {month:%Y-%m}"
     numeric = {"Income", "Spending", "Net", "Δ spending", "Δ net", "Txns"}
     head = "".join(f'<th{" class=num" if h in numeric else ""}>{html.escape(h)}</th>' for h in HEADERS)
@@ -197,7 +257,7 @@ def html_page(month: dt.date, frame: pd.DataFrame, history: pd.DataFrame, months
     series = chart_series(history)
     charts = "\n".join(
         f"<h2>Spending by category, {html.escape(cur)}, {months[0]:%Y-%m} to {months[-1]:%Y-%m}</h2>\n"
-        + svg_chart(cur, series[cur], months)
+        + svg_chart(cur, series[cur], months, with_data, partial_labels)
         for cur in sorted(series)
     ) or "<p>No spending in these months.</p>"
     table = (
@@ -209,7 +269,12 @@ def html_page(month: dt.date, frame: pd.DataFrame, history: pd.DataFrame, months
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         f"<title>{html.escape(title)}</title><style>{_STYLE}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
-        "<p>Income and spending per account and category; own-account transfers are excluded. "
-        "Δ: change against the previous month.</p>\n"
-        f"{charts}\n<h2>{month:%Y-%m} by account and category</h2>\n{table}\n</body></html>\n"
+        "<p>Income and spending per account and category; own-account transfers (card repayments too) "
+        "are excluded. Δ: change against the previous month, left out (–) where that month is not wholly "
+        "imported.</p>\n"
+        + (f'<p class="asof" data-asof="{asof.isoformat()}">Figures as of {asof:%Y-%m-%d %H:%M:%S %Z}, '
+           "computed from the ledger when this page was written.</p>\n" if asof else "")
+        + (f'<p class="partial-months">Not wholly imported: {", ".join(sorted(partial_labels))}.</p>\n'
+           if partial_labels else "")
+        + f"{charts}\n<h2>{month:%Y-%m} by account and category</h2>\n{table}\n</body></html>\n"
     )

@@ -262,6 +262,7 @@ class TransferStats:
     recategorised: int = 0  # legs given the category `transfers`
     kept_override: int = 0  # legs of pairs whose category the user set (left alone)
     rejected: int = 0  # pairs the user rejected (never proposed again)
+    new_legs: list = field(default_factory=list)  # transaction ids of the new pairs' legs
 
     def as_metadata(self) -> dict[str, int]:
         out = {
@@ -420,6 +421,7 @@ def update_transfers(
         stats.new_pairs = _record(conn, new, run_id)
         for p in new:
             stats.by_method[p.method] = stats.by_method.get(p.method, 0) + 1
+            stats.new_legs += [p.debit, p.credit]
         # Every paired leg (a re-enrichment may have relabelled an old one).
         all_ids = sorted(paired | {i for p in new for i in (p.debit, p.credit)})
         stats.recategorised, stats.kept_override = _label(conn, all_ids, run_id)

@@ -56,7 +56,10 @@ def _engine():
 
 
 def _categorize_cmd(args: argparse.Namespace) -> int:
+    from bank_pipeline.analytics.corrections import refresh_months
+    from bank_pipeline.categories import load_categories
     from bank_pipeline.enrich import categorize
+    from bank_pipeline.enrich.service import reclassify
 
     _, engine = _engine()
     result = categorize(
@@ -67,11 +70,17 @@ def _categorize_cmd(args: argparse.Namespace) -> int:
         merchant=args.merchant,
         learn=args.learn,
     )
+    reclassified = reclassify(engine, load_categories(), run_id="cli-categorize") if args.learn else []
+    refresh_months(engine, [*result.changed_ids, *reclassified], "cli-categorize")  # stored monthly_spending
     e = result.enrichment
     label = e.category + (f"/{e.subcategory}" if e.subcategory else "")
     print(f"transaction {result.transaction_id}: {label}" + (f" ({e.merchant})" if e.merchant else ""))
     if result.rule_id is not None:
         print(f"learned rule {result.rule_id}: descriptions like {result.rule_pattern!r} → {label}")
+        print(f"relabelled {result.relabelled} other transaction(s) now ({result.covered} covered by the rule; "
+              "overrides and transfer legs left alone)")
+    if args.learn:
+        print(f"the classifier learned from your labels relabelled {len(reclassified)} more transaction(s)")
     elif result.rule_skipped:
         print(f"no rule learned: {result.rule_skipped}")
     return 0

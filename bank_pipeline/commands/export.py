@@ -24,6 +24,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_date_range(export, required=True)
     export.add_argument("--format", dest="fmt", choices=FORMATS, required=True, help="file format")
     export.add_argument("--out", type=Path, metavar="PATH", help="file to write (replaced atomically)")
+    export.add_argument(
+        "--raw", action="store_true",
+        help="CSV: write text cells verbatim; by default a cell a spreadsheet would run as a formula "
+        "(starting with = + - @, a tab or a carriage return) gets a leading ' (docs/analytics.md)",
+    )
     export.set_defaults(func=_export_cmd)
 
 
@@ -37,7 +42,7 @@ def _export_cmd(args: argparse.Namespace) -> int:
     elif args.fmt == "parquet" and sys.stdout.isatty():
         raise BankPipelineError("Parquet is binary: name a file with --out PATH (or redirect standard output)")
     with configured_database() as engine:
-        rows, data = export_ledger(engine, args.date_from, args.date_to, args.fmt, args.out)
+        rows, data = export_ledger(engine, args.date_from, args.date_to, args.fmt, args.out, raw=args.raw)
     if data is None:
         print(f"exported {rows} transaction(s) from {args.date_from} to {args.date_to} to {args.out}")
         return 0

@@ -86,7 +86,8 @@ def _import(args) -> int:
         tags[FETCH_MODE_TAG] = "refetch"
     with dagster_instance(settings) as instance:
         outcomes = run_imports(
-            instance, settings, keys, first, last, extra_tags=tags, progress=print, console_log_level="CRITICAL"
+            instance, settings, keys, first, last, extra_tags=tags, progress=print, console_log_level="CRITICAL",
+            analytics=True,
         )
     return report_runs(outcomes)
 

@@ -49,11 +49,13 @@ def _list_cmd(args: argparse.Namespace) -> int:
 
 
 def _dismiss_cmd(args: argparse.Namespace) -> int:
-    from bank_pipeline.analytics.recurring import dismiss_recurring
+    from bank_pipeline.analytics.recurring import dismiss_recurring, list_recurring
 
     with configured_database() as engine:
         payee = dismiss_recurring(engine, args.pattern_id)
-    print(f"recurring payment {args.pattern_id} ({payee}) dismissed: it stays hidden after later runs")
+        left = len(list_recurring(engine))
+    print(f"recurring payment {args.pattern_id} ({payee}) dismissed: it stays hidden after later runs; "
+          f"1 hidden now, {left} listed")
     return 0
 
 

@@ -57,20 +57,34 @@ def _list_cmd(args: argparse.Namespace) -> int:
 
 
 def _reject_cmd(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from bank_pipeline.analytics.corrections import apply_after, labels, summary
     from bank_pipeline.analytics.transfers import reject_transfer
+    from bank_pipeline.db.schema import transfers
 
     with configured_database() as engine:
+        with engine.connect() as conn:
+            legs = conn.execute(sa.select(transfers.c.debit_transaction_id, transfers.c.credit_transaction_id)
+                                .where(transfers.c.id == args.transfer_id)).first()
+        before = labels(engine, legs or ())
         debit, credit = reject_transfer(engine, args.transfer_id)
+        applied = apply_after(engine, before, "cli-transfers-reject")
     print(f"transfer {args.transfer_id} rejected: transactions {debit} and {credit} will not be paired again")
+    print(summary(applied))
     return 0
 
 
 def _link_cmd(args: argparse.Namespace) -> int:
+    from bank_pipeline.analytics.corrections import apply_after, labels, summary
     from bank_pipeline.analytics.transfers import link_transfer
 
     with configured_database() as engine:
+        before = labels(engine, [args.first, args.second])
         transfer_id = link_transfer(engine, args.first, args.second)
+        applied = apply_after(engine, before, "cli-transfers-link")
     print(f"transfer {transfer_id}: transactions {args.first} and {args.second} linked")
+    print(summary(applied))
     return 0
 
 

@@ -36,6 +36,7 @@ from bank_pipeline.enrich.payment import detect_payment_method
 from bank_pipeline.enrich.policy import enforce_direction
 from bank_pipeline.enrich.rules import load_rules, match_rule
 from bank_pipeline.enrich.types import SOURCES, Enrichment, TxnInput
+from bank_pipeline.formulas import strip_formula
 
 log = logging.getLogger(__name__)
 CHUNK = 20000  # transactions per pass: bounds memory; misses of a pass share model batches
@@ -153,6 +154,8 @@ def _row(txn_id: int, e: Enrichment, key: str | None, run_id: str | None) -> dic
     return {
         "transaction_id": txn_id,
         **e.fields(),
+        # A derived merchant name never starts like a spreadsheet formula (bank text can).
+        "merchant": strip_formula(e.merchant),
         "source": e.source,
         "provider": e.provider,
         "model": e.model,
@@ -581,3 +584,50 @@ def account_days_between(
         raise BankPipelineError(f"unknown account key(s): {', '.join(missing)}")
     days = [date_from + timedelta(days=i) for i in range((date_to - date_from).days + 1)]
     return {account_id: days for account_id in found.values()}
+
+
+# Labels a correction may move: not the user's (override, rule), not a transfer leg's.
+RECLASSIFIABLE = ("classifier", "cache", "model", "provider")
+
+
+def reclassify(engine: Engine, categories: dict[str, Category], *, run_id: str | None = None) -> list[int]:
+    """After a correction, at once: the ledger rows for which the classifier, retrained on the
+    user's labels now, is the deciding tier (no override, no rule, no transfer, the knowledge
+    base unsure — as in an enrichment run) and answers differently from their current label are
+    relabelled. Returns their ids."""
+    classifier = _classifier(engine, categories)
+    if classifier is None:
+        return []
+    t, e = transactions.c, enrichments.c
+    with engine.connect() as conn:
+        rows = [
+            dict(r)
+            for r in conn.execute(
+                select(t.id, t.description, t.amount, t.direction, t.merchant_name, t.transaction_category,
+                       t.transaction_classification, e.category, e.subcategory)
+                .select_from(transactions.join(enrichments, e.transaction_id == t.id))
+                .where(e.source.in_(RECLASSIFIABLE), t.id.not_in(select(category_overrides.c.transaction_id)))
+            ).mappings()
+        ]
+        rules = load_rules(conn)
+    current = {r["id"]: (r["category"], r["subcategory"]) for r in rows}
+    txns = [
+        _txn(r) for r in rows
+        if not match_rule(rules, normalise_description(r["description"] or ""), clean_text(r["description"] or ""),
+                          r["direction"])
+    ]
+    offline = _offline(categories)
+    base = {txn.id: offline.classify(txn) for txn in txns}
+    unsure = [txn for txn in txns if base[txn.id].confidence < CLASSIFIER_BELOW]
+    by_id = {txn.id: txn for txn in unsure}
+    out = []
+    for txn_id, answer in classifier.predict_many(unsure).items():
+        b = base[txn_id]
+        label = enforce_direction(
+            answer.with_(merchant=b.merchant, merchant_type=b.merchant_type, payment_method=b.payment_method),
+            by_id[txn_id].direction, categories,
+        )
+        if (label.category, label.subcategory) != current[txn_id]:
+            out.append(_row(txn_id, label, cache_key(by_id[txn_id].description, by_id[txn_id].direction), run_id))
+    _write(engine, out)
+    return [r["transaction_id"] for r in out]

@@ -6,9 +6,13 @@ Each account-month depends on that account's days of the month (`DAYS_TO_MONTHS`
 automation condition asks for it again whenever one of those days is re-materialized — by the
 daily schedule, a webhook run, `bank-pipeline import` or a UI backfill — once no run is still
 importing them. So a backfill of days refreshes exactly the months it touched, and nothing else.
-The runs are launched by `analytics_automation` (a sensor, evaluated by the daemon).
+The runs are launched by `analytics_automation` (a sensor, evaluated by the daemon). Without a
+daemon (`bank-pipeline demo`, `bank-pipeline import`), the runner launches the two analytics jobs
+itself after the imports (`analytics_runs`): transfers are paired before recurring payments are
+detected, and the account-months the imports touched are computed last.
 """
 
+import datetime as dt
 import time
 
 import dagster as dg
@@ -17,6 +21,8 @@ from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.orchestration.assets import _accounts_for, enriched_transactions
 from bank_pipeline.orchestration.partitions import (
     DAYS_TO_MONTHS,
+    RANGE_END_TAG,
+    RANGE_START_TAG,
     account_month_partitions,
     month_partition_key,
     months_by_account,
@@ -61,14 +67,14 @@ def after_imports(label: str) -> dg.AutomationCondition:
     ).with_label(label)
 
 
-def ledger_asset(label: str, description: str):
+def ledger_asset(label: str, description: str, deps=()):
     """The decorator of an unpartitioned analytics asset: reads the whole enriched ledger, requested
     after imports (`after_imports(label)`)."""
     return dg.asset(
         group_name=GROUP,
         automation_condition=after_imports(label),
         kinds={"sql"},
-        deps=[enriched_transactions],
+        deps=[enriched_transactions, *deps],
         description=description,
     )
 
@@ -95,13 +101,17 @@ class TransfersConfig(dg.Config):
     "reference → amount and dates), labelled `transfers` unless the user set a category.",
 )
 def transfers(context: dg.AssetExecutionContext, config: TransfersConfig, database: AppDatabase) -> dg.MaterializeResult:
+    from bank_pipeline.analytics.corrections import refresh_months
     from bank_pipeline.analytics.transfers import update_transfers
 
     started = time.perf_counter()
+    engine = database.get_engine()
     try:
-        stats = update_transfers(database.get_engine(), window_days=config.window_days, run_id=context.run_id)
+        stats = update_transfers(engine, window_days=config.window_days, run_id=context.run_id)
     except BankPipelineError as exc:
         raise dg.Failure(description=str(exc), allow_retries=False) from None
+    # Months of spending computed before these legs were paired counted them: store them again.
+    refresh_months(engine, stats.new_legs, context.run_id, only_stored=True)
     return stats_result(context, stats, started, "{new_pairs} new pair(s), {pairs} in all")
 
 
@@ -118,6 +128,8 @@ class RecurringConfig(dg.Config):
     "Recurring payments: the direct debits and standing orders the bank listed at connect time, "
     "plus weekly / monthly / quarterly / annual repeats found in the ledger; state, next date and amount. "
     "`bank-pipeline recurring list|dismiss ID`.",
+    # Transfers first: a leg of a transfer between own accounts is never a recurring payment.
+    deps=[transfers],
 )
 def recurring_payments(
     context: dg.AssetExecutionContext, config: RecurringConfig, database: AppDatabase
@@ -190,3 +202,29 @@ analytics_automation = dg.AutomationConditionSensorDefinition(
     description="Pairs transfers again, detects recurring payments again and re-computes the account-months whose days were imported again "
     "(the assets' automation conditions).",
 )
+
+
+LEDGER_ANALYTICS_JOB_NAME = "ledger_analytics"
+MONTHLY_SPENDING_JOB_NAME = "monthly_spending_months"
+ledger_analytics_job = dg.define_asset_job(
+    LEDGER_ANALYTICS_JOB_NAME,
+    selection=dg.AssetSelection.assets(transfers, recurring_payments),
+    description="Pair transfers, then detect recurring payments, over the whole ledger.",
+)
+monthly_spending_job = dg.define_asset_job(
+    MONTHLY_SPENDING_JOB_NAME,
+    selection=dg.AssetSelection.assets(monthly_spending),
+    partitions_def=account_month_partitions,
+    description="Compute monthly_spending for a range of account-months.",
+)
+analytics_jobs = [ledger_analytics_job, monthly_spending_job]
+
+
+def month_range_tags(account_keys: list[str], first: dt.date, last: dt.date) -> dict[str, str]:
+    """Tags making one run of `monthly_spending_months` cover the months of first..last for these
+    accounts (sorted keys: a range spans the accounts between the first and the last)."""
+    keys = sorted(account_keys)
+    return {
+        RANGE_START_TAG: month_partition_key(keys[0], first),
+        RANGE_END_TAG: month_partition_key(keys[-1], last),
+    }
