@@ -1,0 +1,113 @@
+"""Re-consent through the simulator's `/connections/extend`: every outcome (and the fallback to a
+new consent) keeps the connection, its account keys and the ledger, rotates the encrypted tokens,
+and the next daily import works."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from bank_pipeline.connections.reconnect import reconnect
+from bank_pipeline.connections.tokens import ConnectionStore
+from bank_pipeline.db.schema import accounts, connections
+from bank_pipeline.errors import BankPipelineError
+from bank_pipeline.timestamps import aware
+from bank_pipeline_tests.fixtures.clock import TODAY
+from bank_pipeline_tests.fixtures.connections import set_faults
+
+pytestmark = pytest.mark.slow
+
+DAY = TODAY - dt.timedelta(days=1)  # what the daily import reads
+
+
+def _row(engine, connection_id):
+    with engine.connect() as conn:
+        return conn.execute(sa.select(connections).where(connections.c.id == connection_id)).mappings().one()
+
+
+def _renew(p, outcome: str, lines: list[str]):
+    return reconnect(
+        p.settings, confirm=lambda _q: True, simulator_user=p.user, open_browser=False, timeout=30, out=lines.append
+    )
+
+
+@pytest.mark.parametrize(
+    "fault, expected",
+    [
+        ("no_action_needed", "no_action_needed"),
+        ("reconfirmation_of_consent_needed", "reconfirmation_of_consent_needed"),
+        ("authentication_needed", "authentication_needed"),
+        ("cannot_extend", "new_consent"),
+        ("expired", "new_consent"),
+    ],
+)
+def test_reconnect_keeps_the_connection_keys_and_ledger_and_the_next_import_works(
+    pipeline_factory, move_clock, fault, expected
+):
+    p = pipeline_factory("alice")
+    cid = p.connection.connection_id
+    p.run(DAY - dt.timedelta(days=5), DAY)
+    ledger = p.ledger_rows()
+    assert ledger
+    before = _row(p.engine, cid)
+    store = ConnectionStore.from_settings(p.engine, p.settings)
+    old_access = store.access_token(cid)
+    if fault == "expired":  # the consent ended: extending is impossible, `invalid_grant` everywhere
+        httpx.post(f"{p.sim.base_url}/_sim/consent/expire", json={"user": "alice"}, timeout=10).raise_for_status()
+        failed = p.run(DAY, DAY, require_success=False)  # fails at the token refresh: no bank call
+        assert failed and not any(o.success for o in failed)
+    else:
+        set_faults(p.sim, extend_outcome=fault)
+
+    lines: list[str] = []
+    result = _renew(p, fault, lines)
+
+    assert result.outcome == expected and result.connection_id == cid
+    assert sorted(a["account_key"] for a in result.accounts) == p.keys
+    with p.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(accounts)).scalar_one() == len(p.keys)
+        assert conn.execute(sa.select(sa.func.count()).select_from(connections)).scalar_one() == 1
+    assert p.ledger_rows() == ledger  # the history already landed is untouched
+    after = _row(p.engine, cid)
+    assert after["status"] == "active" and after["token_version"] > before["token_version"]
+    assert after["access_token_enc"] != before["access_token_enc"]
+    new_access = store.access_token(cid)
+    assert new_access != old_access and new_access not in after["access_token_enc"]
+    assert aware(after["consent_expires_at"]) >= aware(before["consent_expires_at"])
+    assert any("Renewed connection" in line for line in lines)
+    if expected != "new_consent":  # an extension rotates the pair: the previous access token is refused
+        answer = httpx.get(f"{p.settings.data_url}/me", headers={"Authorization": f"Bearer {old_access}"}, timeout=10)
+        assert answer.status_code == 401
+
+    # The next day's daily import works on the same partitions.
+    move_clock(TODAY + dt.timedelta(days=1))
+    httpx.post(f"{p.sim.base_url}/_sim/clock", json={"advance_days": 1}, timeout=10).raise_for_status()
+    p.run(TODAY, TODAY)
+    totals = p.ledger_totals(TODAY, TODAY)
+    truth = p.truth(TODAY, TODAY)
+    assert {k: v[0] for k, v in totals.items()} == {k: int(t["count"]) for k, t in truth.items()}
+    assert p.ledger_rows() >= ledger
+
+
+def test_extension_moves_the_consent_expiry_to_90_days_after_reconfirmation(pipeline_factory, move_clock):
+    p = pipeline_factory("alice")
+    cid = p.connection.connection_id
+    first = aware(_row(p.engine, cid)["consent_expires_at"])
+    assert first.date() == TODAY + dt.timedelta(days=90)
+    later = TODAY + dt.timedelta(days=80)
+    move_clock(later)
+    httpx.post(f"{p.sim.base_url}/_sim/clock", json={"today": later.isoformat()}, timeout=10).raise_for_status()
+    reconnect(p.settings, confirm=lambda _q: True, open_browser=False, timeout=30, out=lambda _l: None)
+    renewed = aware(_row(p.engine, cid)["consent_expires_at"])
+    assert renewed.date() == later + dt.timedelta(days=90)
+
+
+def test_not_reconfirmed_changes_nothing(pipeline_factory):
+    p = pipeline_factory("alice")
+    before = _row(p.engine, p.connection.connection_id)
+    with pytest.raises(BankPipelineError, match="not reconfirmed"):
+        reconnect(p.settings, confirm=lambda _q: False, open_browser=False, out=lambda _l: None)
+    assert _row(p.engine, p.connection.connection_id) == before
