@@ -555,7 +555,7 @@ def test_consent_expiry_warning(connect_settings, alice_connection, engine):
     with engine.begin() as conn:
         conn.execute(sa.update(connections).values(consent_expires_at=soon))
     warnings = consent_warnings(engine, within_days=7)
-    assert len(warnings) == 1 and "consent expires" in warnings[0] and "bank-pipeline connect" in warnings[0]
+    assert len(warnings) == 1 and "consent expires" in warnings[0] and "bank-pipeline reconnect" in warnings[0]
     assert consent_warnings(engine, within_days=2) == []
 
 

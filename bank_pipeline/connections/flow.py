@@ -115,7 +115,7 @@ def connect(
                 f"  {account['account_key']}  {account['kind']:<7} {account['display_name'] or '?'} ({account['currency'] or '?'})"
             )
         if me.get("consent_expires_at"):
-            out(f"Consent expires {me['consent_expires_at']}; run `bank-pipeline connect` again before then.")
+            out(f"Consent expires {me['consent_expires_at']}; run `bank-pipeline reconnect` before then (same accounts, history kept).")
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()
