@@ -63,13 +63,32 @@ def consent_alerts(engine: sa.Engine, now: dt.datetime) -> list[Alert]:
             )
         else:
             left = days_left(expires, now)
-            title = f"bank-pipeline: {name} consent ends in {left} day{'s' if left != 1 else ''}"
+            within = "within a day" if left == 0 else f"in {left} day{'s' if left != 1 else ''}"
+            title = f"bank-pipeline: {name} consent ends {within}"
             body = (
                 f"The consent of {name} ends on {expires:%Y-%m-%d %H:%M} UTC. UK rules let the bank "
                 "share your data for 90 days after you last confirmed. " + RECONNECT.format(id=row.id)
             )
         found.append(Alert(f"consent:{row.id}:{when}:{stage}", "consent", title, body))
     return found
+
+
+def needs_the_user(engine: sa.Engine, account_keys: list[str]) -> bool:
+    """True when every connection behind these accounts needs the user again (consent ended): a
+    run that failed for them is told by the consent's own alert, once, not once per run."""
+    from bank_pipeline.db.schema import accounts
+
+    if not account_keys:
+        return False
+    with engine.connect() as conn:
+        statuses = set(
+            conn.execute(
+                sa.select(connections.c.status)
+                .join(accounts, accounts.c.connection_id == connections.c.id)
+                .where(accounts.c.account_key.in_(account_keys))
+            ).scalars()
+        )
+    return statuses == {"authorization_required"}
 
 
 def run_failure_alert(

@@ -6,12 +6,20 @@ at most and never fails or delays a run; what was not delivered is retried on th
 """
 
 import dagster as dg
+import sqlalchemy as sa
 
 from bank_pipeline import clock
-from bank_pipeline.alerts.causes import consent_alerts, run_failure_alert
+from bank_pipeline.alerts.causes import consent_alerts, needs_the_user, run_failure_alert
 from bank_pipeline.alerts.outbox import deliver_due, raise_alert
 from bank_pipeline.config import ConfigError
-from bank_pipeline.orchestration.partitions import RANGE_END_TAG, RANGE_START_TAG, SCHEDULE_TAG, SENSOR_TAG
+from bank_pipeline.db.schema import accounts
+from bank_pipeline.orchestration.partitions import (
+    RANGE_END_TAG,
+    RANGE_START_TAG,
+    SCHEDULE_TAG,
+    SENSOR_TAG,
+    account_keys_from_tags,
+)
 from bank_pipeline.orchestration.resources import AlertChannels, AppDatabase
 from bank_pipeline.orchestration.sensors import step_failure_reason
 
@@ -53,6 +61,15 @@ def _trigger(tags: dict[str, str]) -> str | None:
 def alert_on_run_failure(context: dg.RunFailureSensorContext, database: AppDatabase, alert_channels: AlertChannels):
     run = context.dagster_run
     tags = dict(run.tags)
+    engine = database.get_engine()
+    with engine.connect() as conn:
+        known = list(conn.execute(sa.select(accounts.c.account_key)).scalars())
+    if needs_the_user(engine, account_keys_from_tags(tags, known)):
+        # The consent ended: one alert for the connection (its cause), not one per failed run.
+        raised = sum(raise_alert(engine, alert) for alert in consent_alerts(engine, clock.now()))
+        context.log.info(f"run {run.run_id} failed on an ended consent: {raised} new consent alert(s); "
+                         f"{_deliver(engine, alert_channels, context.log)}")
+        return
     reason = step_failure_reason(context.instance, run.run_id) or context.failure_event.message or "run failed"
     alert = run_failure_alert(
         run.run_id,
@@ -63,7 +80,6 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, database: AppDatab
         partitions=_partitions(tags),
         trigger=_trigger(tags),
     )
-    engine = database.get_engine()
     new = raise_alert(engine, alert)
     context.log.info(f"run {run.run_id}: {'alert raised' if new else 'already alerted'}; {_deliver(engine, alert_channels, context.log)}")
 
