@@ -473,10 +473,10 @@ def test_invalid_grant_marks_authorization_required(connect_settings, alice_conn
     client = open_data_client(engine, connect_settings, cid)
     with pytest.raises(AuthorizationRequired) as info:
         client.accounts()
-    assert "bank-pipeline connect" in str(info.value)
+    assert "bank-pipeline reconnect" in str(info.value)
     row = _connection_row(engine, cid)
     assert row["status"] == "authorization_required"
-    assert "bank-pipeline connect" in row["status_message"] and "invalid_grant" in row["status_message"]
+    assert "bank-pipeline reconnect" in row["status_message"] and "invalid_grant" in row["status_message"]
     assert client.calls_made == 0  # no data call was wasted
     # Later calls fail fast and clearly, without touching TrueLayer.
     with pytest.raises(AuthorizationRequired, match="authorization_required"):

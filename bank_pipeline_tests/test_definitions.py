@@ -25,8 +25,10 @@ def test_the_code_locations_definitions_load_and_validate():
         "record_failures_sensor",
         "ledger_checks_after_failure_sensor",
         "analytics_automation",
+        "alert_on_run_failure",
+        "alerts_sensor",
     }
-    assert set(defs.resources) == {"database", "truelayer", "enrichment_model"}
+    assert set(defs.resources) == {"database", "truelayer", "enrichment_model", "alert_channels"}
 
 
 def test_the_runners_import_job_is_the_definitions_job_with_other_resources():

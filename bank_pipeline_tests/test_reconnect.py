@@ -111,3 +111,31 @@ def test_not_reconfirmed_changes_nothing(pipeline_factory):
     with pytest.raises(BankPipelineError, match="not reconfirmed"):
         reconnect(p.settings, confirm=lambda _q: False, open_browser=False, out=lambda _l: None)
     assert _row(p.engine, p.connection.connection_id) == before
+
+
+def _cli_env(monkeypatch, settings):
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", settings.database_url)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(settings.home))
+    monkeypatch.setenv("BANK_PIPELINE_FERNET_KEYS", settings.fernet_keys[0])
+    monkeypatch.setenv("TRUELAYER_AUTH_URL", settings.auth_url)
+    monkeypatch.setenv("TRUELAYER_DATA_URL", settings.data_url)
+    monkeypatch.setenv("TRUELAYER_REDIRECT_URI", settings.redirect_uri)
+
+
+def test_reconnect_and_status_from_the_command_line(connect_settings, alice_connection, tl_sim, monkeypatch, capsys):
+    from bank_pipeline.cli import main
+
+    _cli_env(monkeypatch, connect_settings)
+    monkeypatch.setattr("sys.stdin", open("/dev/null"))  # no terminal to reconfirm in
+    assert main(["reconnect"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == "error: nothing changed: the consent was not reconfirmed"
+    assert main(["reconnect", "7"]) == 2
+    assert "no connection with id 7" in capsys.readouterr().err
+
+    set_faults(tl_sim, extend_outcome="reconfirmation_of_consent_needed")
+    assert main(["reconnect", "--yes", "--simulator-user", "alice", "--no-browser", "--timeout", "30"]) == 0
+    out = capsys.readouterr().out
+    assert "Renewed connection 1" in out and "same account keys" in out
+    assert main(["status"]) == 0
+    assert "(89 days left)" in capsys.readouterr().out
