@@ -37,6 +37,7 @@ from bank_pipeline.truelayer.auth import AuthClient, build_auth_link, generate_p
 from bank_pipeline.truelayer.errors import AuthorizationRequired, TrueLayerError
 from bank_pipeline.truelayer.models import TokenSet
 from bank_pipeline_tests.fixtures.connections import (
+    cli_env,
     expire_access_token,
     set_faults,
     sim_admin,
@@ -377,7 +378,7 @@ def test_the_browser_page_says_connected_once_the_connection_is_stored(connect_s
 def test_the_cli_fails_with_one_line_on_a_bad_redirect(connect_settings, monkeypatch, capsys):
     """The CLI waiting for a browser: a forged state and then a missing code each end the command
     with exit 2 and one `error:` line, while the browser page shows that same error."""
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
 
     def cli():
         return main(["connect", "--no-browser", "--timeout", "20", "--history-days", "0"])
@@ -559,15 +560,6 @@ def test_consent_expiry_warning(connect_settings, alice_connection, engine):
     assert consent_warnings(engine, within_days=2) == []
 
 
-def _cli_env(monkeypatch, settings):
-    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("BANK_PIPELINE_HOME", str(settings.home))
-    monkeypatch.setenv("BANK_PIPELINE_FERNET_KEYS", settings.fernet_keys[0])
-    monkeypatch.setenv("TRUELAYER_AUTH_URL", settings.auth_url)
-    monkeypatch.setenv("TRUELAYER_DATA_URL", settings.data_url)
-    monkeypatch.setenv("TRUELAYER_REDIRECT_URI", settings.redirect_uri)
-
-
 def test_connect_with_form_post(connect_settings):
     result = main_connect(connect_settings, response_mode="form_post")
     assert len(result.accounts) == 3
@@ -579,7 +571,7 @@ def test_denied_consent_is_a_clear_error(connect_settings):
 
 
 def test_connect_cli_unattended(connect_settings, monkeypatch, capsys):
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     # A week of history: the history import itself is test_history_lands.py's subject.
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30", "--history-days", "7"]) == 0
     out = capsys.readouterr().out
@@ -587,7 +579,7 @@ def test_connect_cli_unattended(connect_settings, monkeypatch, capsys):
 
 
 def test_connect_cli_errors_are_one_line(connect_settings, monkeypatch, capsys):
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     monkeypatch.setenv("TRUELAYER_CLIENT_SECRET", "wrong-secret")
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30"]) == 2
     err = capsys.readouterr().err

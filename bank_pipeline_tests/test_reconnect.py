@@ -16,7 +16,7 @@ from bank_pipeline.db.schema import accounts, connections
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.timestamps import aware
 from bank_pipeline_tests.fixtures.clock import TODAY
-from bank_pipeline_tests.fixtures.connections import set_faults
+from bank_pipeline_tests.fixtures.connections import cli_env, set_faults
 
 pytestmark = pytest.mark.slow
 
@@ -113,19 +113,12 @@ def test_not_reconfirmed_changes_nothing(pipeline_factory):
     assert _row(p.engine, p.connection.connection_id) == before
 
 
-def _cli_env(monkeypatch, settings):
-    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", settings.database_url)
-    monkeypatch.setenv("BANK_PIPELINE_HOME", str(settings.home))
-    monkeypatch.setenv("BANK_PIPELINE_FERNET_KEYS", settings.fernet_keys[0])
-    monkeypatch.setenv("TRUELAYER_AUTH_URL", settings.auth_url)
-    monkeypatch.setenv("TRUELAYER_DATA_URL", settings.data_url)
-    monkeypatch.setenv("TRUELAYER_REDIRECT_URI", settings.redirect_uri)
 
 
 def test_reconnect_and_status_from_the_command_line(connect_settings, alice_connection, tl_sim, monkeypatch, capsys):
     from bank_pipeline.cli import main
 
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     monkeypatch.setattr("sys.stdin", open("/dev/null"))  # no terminal to reconfirm in
     assert main(["reconnect"]) == 2
     err = capsys.readouterr().err

@@ -47,11 +47,7 @@ def connect(
     out: Callable[[str], None] = print,
 ) -> ConnectResult:
     """The whole connect flow. Returns the new connection's id and its accounts (rows as dicts)."""
-    if simulator_user and not (settings.truelayer_env == "simulator" or assume_simulator):
-        raise BankPipelineError(
-            f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
-            f"{settings.truelayer_env!r}"
-        )
+    check_simulator_user(settings, simulator_user, assume_simulator)
     engine = make_engine(settings.database_url)  # migrated by its owner (the CLI command, the demo)
     try:
         cipher = TokenCipher.from_settings(settings)
@@ -119,6 +115,15 @@ def connect(
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()
+
+
+def check_simulator_user(settings: Settings, simulator_user: str | None, assume_simulator: bool) -> None:
+    """The unattended consent bot answers only the local simulator, never a real bank's page."""
+    if simulator_user and not (settings.truelayer_env == "simulator" or assume_simulator):
+        raise BankPipelineError(
+            f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
+            f"{settings.truelayer_env!r}"
+        )
 
 
 def _consent_bot(server: CallbackServer, link: str, auth_url: str, user: str, decision: str) -> threading.Thread:

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from bank_pipeline.config import Settings
 from bank_pipeline.connections.accounts import discover_accounts
 from bank_pipeline.connections.callback import CallbackServer, callback_problem
-from bank_pipeline.connections.flow import _consent_bot
+from bank_pipeline.connections.flow import _consent_bot, check_simulator_user
 from bank_pipeline.connections.oauth import OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
@@ -78,11 +78,7 @@ def reconnect(
     out: Callable[[str], None] = print,
 ) -> ReconnectResult:
     """Renew one connection's consent; `confirm(question)` is the user's reconfirmation."""
-    if simulator_user and not (settings.truelayer_env == "simulator" or assume_simulator):
-        raise BankPipelineError(
-            f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
-            f"{settings.truelayer_env!r}"
-        )
+    check_simulator_user(settings, simulator_user, assume_simulator)
     engine = make_engine(settings.database_url)
     try:
         connection_id = choose_connection(engine, connection_id)
