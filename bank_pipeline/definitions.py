@@ -2,7 +2,7 @@
 
 import dagster as dg
 
-from bank_pipeline.orchestration.alerting import alert_on_run_failure, alerts_sensor
+from bank_pipeline.orchestration.alerting import alert_on_failed_checks, alert_on_run_failure, alerts_sensor
 from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation
 from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks, ledger_checks_job
@@ -31,6 +31,7 @@ defs = dg.Definitions(
         ledger_checks_after_failure_sensor,
         analytics_automation,
         alert_on_run_failure,
+        alert_on_failed_checks,
         alerts_sensor,
     ],
     # From the validated environment; every secret field is EnvVar("its variable") whenever that

@@ -17,7 +17,7 @@ from bank_pipeline.alerts.outbox import recorded_alerts
 from bank_pipeline.config import ConfigError
 from bank_pipeline.connections import format_status, status_summary
 from bank_pipeline.db.schema import connections
-from bank_pipeline.orchestration.alerting import alert_on_run_failure, alerts_sensor
+from bank_pipeline.orchestration.alerting import alert_on_failed_checks, alert_on_run_failure, alerts_sensor
 from bank_pipeline.orchestration.resources import AlertChannels, AppDatabase
 from bank_pipeline.timestamps import aware
 from bank_pipeline_tests.alert_receivers import PUSH_TOKEN, SMTP_PASSWORD, PushReceiver, SmtpReceiver
@@ -161,3 +161,58 @@ def test_a_bad_channel_url_is_one_line_without_the_secret():
     assert "BANK_PIPELINE_ALERT_URLS: channel 1" in str(caught.value) and SMTP_PASSWORD not in str(caught.value)
     [channel] = parse_channels((PushReceiver(9).url,))
     assert PUSH_TOKEN not in channel.shown and PUSH_TOKEN not in repr(channel)
+
+
+def test_a_failed_ledger_check_alerts_once_per_check_and_run(sqlite_url):
+    """A range run whose checks find a gap and an unexplained quarantined row (each reported per
+    partition too) gives one alert per failing check, however many partitions and ticks."""
+    from bank_pipeline.db import make_engine
+    from bank_pipeline.db.engine import utcnow
+    from bank_pipeline.db.schema import accounts, quarantine
+    from bank_pipeline.orchestration.checks import ledger_checks
+    from bank_pipeline.orchestration.partitions import (
+        RANGE_END_TAG,
+        RANGE_START_TAG,
+        partition_key,
+        transaction_partitions,
+    )
+    from bank_pipeline_tests.test_quality import POSTINGS, _ledger
+
+    engine = make_engine(sqlite_url)
+    _ledger(engine, POSTINGS, skip={3})  # a gap on 2026-03-02
+    with engine.begin() as conn:
+        account_id = conn.execute(sa.select(accounts.c.id)).scalar_one()
+        for day in (1, 3):
+            conn.execute(quarantine.insert().values(account_id=account_id, partition_date=dt.date(2026, 3, day),
+                                                    reason="bad", payload="{}", created_at=utcnow()))
+
+    @dg.asset(name="loaded_transactions", partitions_def=transaction_partitions,
+              backfill_policy=dg.BackfillPolicy.single_run())
+    def stand_in() -> None:
+        """Stands in for the loaded asset: the checks read the ledger, not the asset's output."""
+
+    push = PushReceiver().start()
+    try:
+        with dg.instance_for_test() as instance:
+            instance.add_dynamic_partitions("accounts", ["aq1"])
+            result = dg.materialize(
+                [stand_in, *ledger_checks], instance=instance, resources={"database": AppDatabase(url=sqlite_url)},
+                tags={RANGE_START_TAG: partition_key("aq1", dt.date(2026, 3, 1)),
+                      RANGE_END_TAG: partition_key("aq1", dt.date(2026, 3, 3))},
+            )
+            run = instance.get_run_by_id(result.run_id)
+            [record] = instance.get_records_for_run(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS).records
+            for _ in range(2):  # the sensor seeing the run again (a restarted daemon)
+                alert_on_failed_checks(dg.build_run_status_sensor_context(
+                    sensor_name=alert_on_failed_checks.name, dagster_event=record.event_log_entry.dagster_event,
+                    dagster_instance=instance, dagster_run=run, resources=_resources(sqlite_url, push.url),
+                ))
+                _tick(sqlite_url, push.url)
+    finally:
+        push.stop()
+    titles = sorted(m["title"] for m in push.received)
+    assert titles == [
+        "bank-pipeline: the ledger check quarantine_explained warns",
+        "bank-pipeline: the ledger check running_balances_continuous warns",
+    ], titles
+    assert any("First failing partition: aq1|2026-03-02" in m["message"] for m in push.received)

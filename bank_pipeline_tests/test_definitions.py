@@ -26,6 +26,7 @@ def test_the_code_locations_definitions_load_and_validate():
         "ledger_checks_after_failure_sensor",
         "analytics_automation",
         "alert_on_run_failure",
+        "alert_on_failed_checks",
         "alerts_sensor",
     }
     assert set(defs.resources) == {"database", "truelayer", "enrichment_model", "alert_channels"}

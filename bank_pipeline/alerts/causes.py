@@ -112,3 +112,22 @@ def run_failure_alert(
     lines.append("`bank-pipeline status` shows the accounts affected; the Dagster UI shows the run.")
     what = f"backfill {backfill_id}" if backfill_id else f"run of {job_name}"
     return Alert(cause, "run_failed", f"bank-pipeline: a {what} failed", "\n".join(lines))
+
+
+def check_failure_alert(
+    asset: str, check: str, run_id: str, root_run_id: str | None, *, warning: bool, partition: str | None,
+    description: str | None,
+) -> Alert:
+    """The alert of a failed asset check: once per check and run (its partitions, its retries)."""
+    lines = [description or f"The check {check} found a problem in {asset}."]
+    if partition:
+        lines.append(f"First failing partition: {partition}")
+    lines.append(f"Run: {run_id}")
+    lines.append("The asset's Checks tab in the Dagster UI lists every failing partition.")
+    what = "warns" if warning else "failed"
+    return Alert(
+        f"check-failed:{asset}:{check}:{root_run_id or run_id}",
+        "check_failed",
+        f"bank-pipeline: the ledger check {check} {what}",
+        "\n".join(lines),
+    )

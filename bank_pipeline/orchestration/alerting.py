@@ -9,7 +9,7 @@ import dagster as dg
 import sqlalchemy as sa
 
 from bank_pipeline import clock
-from bank_pipeline.alerts.causes import consent_alerts, needs_the_user, run_failure_alert
+from bank_pipeline.alerts.causes import check_failure_alert, consent_alerts, needs_the_user, run_failure_alert
 from bank_pipeline.alerts.outbox import deliver_due, raise_alert
 from bank_pipeline.config import ConfigError
 from bank_pipeline.db.schema import accounts
@@ -26,6 +26,7 @@ from bank_pipeline.orchestration.sensors import step_failure_reason
 BACKFILL_TAG = "dagster/backfill"
 PARTITION_TAG = "dagster/partition"
 ALERT_TICK_SECONDS = 60
+CHECK_EVENTS_PER_RUN = 10_000
 
 
 def _deliver(engine, alert_channels: AlertChannels, log) -> str:
@@ -81,7 +82,45 @@ def alert_on_run_failure(context: dg.RunFailureSensorContext, database: AppDatab
         trigger=_trigger(tags),
     )
     new = raise_alert(engine, alert)
+    check_alerts(context.instance, run, engine)
     context.log.info(f"run {run.run_id}: {'alert raised' if new else 'already alerted'}; {_deliver(engine, alert_channels, context.log)}")
+
+
+def check_alerts(instance: dg.DagsterInstance, run: dg.DagsterRun, engine) -> int:
+    """The run's failed asset check evaluations (the run's own result and each partition's): one
+    alert per check and run; returns how many alerts are new."""
+    records = instance.get_records_for_run(
+        run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION, limit=CHECK_EVENTS_PER_RUN
+    ).records
+    raised = 0
+    for record in records:
+        evaluation = record.event_log_entry.dagster_event.event_specific_data
+        if evaluation.passed:
+            continue
+        alert = check_failure_alert(
+            evaluation.asset_key.to_user_string(),
+            evaluation.check_name,
+            run.run_id,
+            run.root_run_id,
+            warning=evaluation.severity == dg.AssetCheckSeverity.WARN,
+            partition=evaluation.partition,
+            description=evaluation.description,
+        )
+        raised += raise_alert(engine, alert)
+    return raised
+
+
+@dg.run_status_sensor(
+    run_status=dg.DagsterRunStatus.SUCCESS,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Alerts the person once per ledger check that failed in a run (its partitions share the alert).",
+)
+def alert_on_failed_checks(context: dg.RunStatusSensorContext, database: AppDatabase, alert_channels: AlertChannels):
+    engine = database.get_engine()
+    raised = check_alerts(context.instance, context.dagster_run, engine)
+    if raised:
+        context.log.info(f"run {context.dagster_run.run_id}: {raised} check alert(s); "
+                         f"{_deliver(engine, alert_channels, context.log)}")
 
 
 @dg.sensor(
