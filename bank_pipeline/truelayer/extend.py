@@ -76,7 +76,8 @@ def extend_connection(
         answer = None
     if response.status_code != 200:
         problem = answer if isinstance(answer, dict) else {}
-        what = problem.get("detail") or problem.get("title") or excerpt(response.text, 120)
+        what = excerpt(str(problem.get("detail") or problem.get("title") or response.text), 160)
+        what = "".join(ch if ch.isprintable() else "?" for ch in what)  # text from outside, shown on a terminal
         message = f"TrueLayer POST {EXTEND_PATH} answered HTTP {response.status_code}: {what}"
         if response.status_code in (401, 422):  # the refresh token is spent or the bank cannot extend
             raise CannotExtend(message)
@@ -89,4 +90,4 @@ def extend_connection(
         if httpx.URL(link).scheme not in ("http", "https"):
             raise BankPipelineError(f"TrueLayer POST {EXTEND_PATH} sent a user_input_link that is not a web link")
         return ExtendOutcome(action, user_input_link=link)
-    raise BankPipelineError(f"TrueLayer POST {EXTEND_PATH} answered an unknown action_needed {str(action)[:60]!r}")
+    raise BankPipelineError(f"TrueLayer POST {EXTEND_PATH} answered an unknown action_needed {ascii(str(action)[:60])}")
