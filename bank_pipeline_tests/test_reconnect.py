@@ -132,3 +132,29 @@ def test_reconnect_and_status_from_the_command_line(connect_settings, alice_conn
     assert "Renewed connection 1" in out and "same account keys" in out
     assert main(["status"]) == 0
     assert "(89 days left)" in capsys.readouterr().out
+
+
+def test_renewed_tokens_never_in_plain_text_in_the_sqlite_file_or_logs(sqlite_url, tl_sim, tmp_path, caplog):
+    import logging
+
+    from bank_pipeline.connections.flow import connect
+    from bank_pipeline.db import make_engine
+    from bank_pipeline_tests.fixtures.connections import simulator_settings
+
+    caplog.set_level(logging.DEBUG)
+    settings = simulator_settings(sqlite_url, tl_sim, tmp_path / "home")
+    connect(settings, simulator_user="alice", open_browser=False, timeout=30, out=lambda _l: None)
+    lines: list[str] = []
+    for outcome in ("no_action_needed", "authentication_needed"):
+        set_faults(tl_sim, extend_outcome=outcome)
+        reconnect(settings, confirm=lambda _q: True, simulator_user="alice", open_browser=False, timeout=30,
+                  out=lines.append)
+    engine = make_engine(sqlite_url)
+    store = ConnectionStore.from_settings(engine, settings)
+    access = store.access_token(1)
+    refresh = store.refresh_token_of(1)
+    engine.dispose()
+    blob = b"".join(p.read_bytes() for p in tmp_path.glob("app.db*"))
+    shown = "\n".join(lines) + caplog.text
+    for secret in (access, refresh):
+        assert secret.encode() not in blob and secret not in shown
