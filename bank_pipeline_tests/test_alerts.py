@@ -216,3 +216,27 @@ def test_a_failed_ledger_check_alerts_once_per_check_and_run(sqlite_url):
         "bank-pipeline: the ledger check running_balances_continuous warns",
     ], titles
     assert any("First failing partition: aq1|2026-03-02" in m["message"] for m in push.received)
+
+
+def test_the_alerts_commands_try_the_channels_and_list_without_secrets(sqlite_url, tmp_path, monkeypatch, capsys):
+    from bank_pipeline.cli import main
+
+    push = PushReceiver()
+    monkeypatch.setenv("BANK_PIPELINE_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("BANK_PIPELINE_ALERT_URLS", push.url)
+    assert main(["alerts", "test"]) == 1  # the receiver is down
+    assert f"json://alerts:****@127.0.0.1:{push.port}: NOT sent" in capsys.readouterr().out
+    push.start()
+    try:
+        assert main(["alerts", "test"]) == 0
+        assert main(["alerts", "check"]) == 0
+        assert main(["alerts", "list"]) == 0
+    finally:
+        push.stop()
+    out = capsys.readouterr().out
+    assert len(push.received) == 1 and "sent" in out and "0 new alert(s)" in out and "no alert recorded" in out
+    monkeypatch.setenv("BANK_PIPELINE_ALERT_URLS", f"nosuch://x:{SMTP_PASSWORD}@host")
+    assert main(["alerts", "test"]) == 2
+    captured = capsys.readouterr()
+    assert captured.err.count("\n") == 1 and SMTP_PASSWORD not in captured.err + captured.out
