@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from bank_pipeline.config import Settings
 from bank_pipeline.connections.accounts import discover_accounts
 from bank_pipeline.connections.callback import CallbackServer, callback_problem, with_port
-from bank_pipeline.connections.oauth import OAuthStates
+from bank_pipeline.connections.oauth import OAuthState, OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import make_engine
@@ -63,16 +63,7 @@ def connect(
                 redirect_uri = server.redirect_uri  # the real port when 0 was asked for
                 started = states.create_state(redirect_uri, providers)
                 server.expected_state = started.state
-                link = build_auth_link(
-                    settings.auth_url,
-                    settings.client_id,
-                    redirect_uri,
-                    settings.scopes,
-                    started.state,
-                    started.code_challenge,
-                    providers=providers,
-                    response_mode=response_mode,
-                )
+                link = consent_link(settings, redirect_uri, started, providers, response_mode)
                 if simulator_user:
                     out(f"Connecting simulator user {simulator_user!r} unattended…")
                     bot = _consent_bot(server, link, settings.auth_url, simulator_user, decision)
@@ -115,6 +106,22 @@ def connect(
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()
+
+
+def consent_link(
+    settings: Settings, redirect_uri: str, started: OAuthState, providers: str | None, response_mode: str | None
+) -> str:
+    """The auth link of a started authorisation (its state and PKCE challenge), for our scopes."""
+    return build_auth_link(
+        settings.auth_url,
+        settings.client_id,
+        redirect_uri,
+        settings.scopes,
+        started.state,
+        started.code_challenge,
+        providers=providers,
+        response_mode=response_mode,
+    )
 
 
 def check_simulator_user(settings: Settings, simulator_user: str | None, assume_simulator: bool) -> None:

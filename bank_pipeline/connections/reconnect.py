@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from bank_pipeline.config import Settings
 from bank_pipeline.connections.accounts import discover_accounts
 from bank_pipeline.connections.callback import CallbackServer, callback_problem
-from bank_pipeline.connections.flow import _consent_bot, check_simulator_user
+from bank_pipeline.connections.flow import _consent_bot, check_simulator_user, consent_link
 from bank_pipeline.connections.oauth import OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
@@ -30,7 +30,7 @@ from bank_pipeline.db import make_engine
 from bank_pipeline.db.schema import connections
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.timestamps import aware
-from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
+from bank_pipeline.truelayer.auth import AuthClient
 from bank_pipeline.truelayer.client import DataClient
 from bank_pipeline.truelayer.extend import CannotExtend, extend_connection
 
@@ -118,16 +118,7 @@ def reconnect(
                 except CannotExtend as exc:
                     out(f"The bank cannot extend this connection ({exc}); asking for a new consent to the same accounts.")
                     outcome, tokens = NEW_CONSENT, None
-                    link = build_auth_link(
-                        settings.auth_url,
-                        settings.client_id,
-                        redirect_uri,
-                        settings.scopes,
-                        started.state,
-                        started.code_challenge,
-                        providers=row["provider_id"],
-                        response_mode=response_mode,
-                    )
+                    link = consent_link(settings, redirect_uri, started, row["provider_id"], response_mode)
                 if tokens is None:
                     if simulator_user:
                         out(f"Answering the simulator's page as {simulator_user!r} unattended…")
