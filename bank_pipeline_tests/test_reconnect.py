@@ -28,7 +28,8 @@ def _row(engine, connection_id):
         return conn.execute(sa.select(connections).where(connections.c.id == connection_id)).mappings().one()
 
 
-def _renew(p, outcome: str, lines: list[str]):
+def _renew(p, lines: list[str]):
+    """Reconfirmed; the simulator's pages (when an outcome sends the user there) answered as the user."""
     return reconnect(
         p.settings, confirm=lambda _q: True, simulator_user=p.user, open_browser=False, timeout=30, out=lines.append
     )
@@ -63,7 +64,7 @@ def test_reconnect_keeps_the_connection_keys_and_ledger_and_the_next_import_work
         set_faults(p.sim, extend_outcome=fault)
 
     lines: list[str] = []
-    result = _renew(p, fault, lines)
+    result = _renew(p, lines)
 
     assert result.outcome == expected and result.connection_id == cid
     assert sorted(a["account_key"] for a in result.accounts) == p.keys

@@ -317,7 +317,7 @@ def _extend_page(st: SimulatorState, params: dict[str, str], hidden: str) -> str
 <html><head><meta charset="utf-8"><title>{heading}</title></head>
 <body>
 <h1>{heading}</h1>
-<p>Client <b>{html.escape(params["client_id"])}</b> asks to keep reading {html.escape(granted.scope)} for 90 more days.</p>
+<p>Client <b>{html.escape(params["client_id"])}</b> asks to keep reading {html.escape(granted.scope)} for {st.faults.consent_days} more days.</p>
 <form method="post" action="/consent">
 {hidden}
 <input type="hidden" name="user" value="{html.escape(granted.user)}">
