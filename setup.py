@@ -41,6 +41,7 @@ setup(
         "uvicorn>=0.30",
         "scikit-learn>=1.4",
         "tenacity>=9,<10",
+        "apprise>=1.9,<2",  # alert channels: e-mail (SMTP) and HTTP push (ntfy, Gotify, webhooks …)
     ],
     extras_require={
         # Dagster's Celery executor (BANK_PIPELINE_EXECUTOR=celery, deploy/celery/): RabbitMQ, or
@@ -53,6 +54,7 @@ setup(
             "ruff>=0.6",
             "beancount>=3,<4",
             "import-linter>=2.5,<3",
+            "aiosmtpd>=1.4,<2",  # test_alerts.py: a real SMTP server on loopback receives the e-mail
             "dagster-celery[redis]>=0.29,<0.30",  # test_celery.py runs the import on Celery workers
         ],
     },

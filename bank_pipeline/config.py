@@ -96,6 +96,17 @@ def partition_start_date() -> str:
         raise ConfigError(f"BANK_PIPELINE_START_DATE must be a date YYYY-MM-DD, got {raw!r}") from None
 
 
+ALERT_URLS_ENV = "BANK_PIPELINE_ALERT_URLS"
+
+
+def alert_urls() -> tuple[str, ...]:
+    """BANK_PIPELINE_ALERT_URLS: the alert channels as Apprise URLs separated by spaces (e-mail
+    `mailtos://user:password@smtp.example.org?to=you@example.org`, HTTP push `ntfys://…`,
+    `json://…`, Slack, Discord …). They carry secrets: never logged, shown or stored
+    (`bank_pipeline.alerts.channels` validates them and shows them redacted)."""
+    return tuple((_env(ALERT_URLS_ENV) or "").split())
+
+
 EXECUTORS = ("in_process", "celery")
 DEFAULT_CELERY_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 

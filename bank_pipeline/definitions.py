@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from bank_pipeline.orchestration.alerting import alert_on_failed_checks, alert_on_run_failure, alerts_sensor
 from bank_pipeline.orchestration.analytics import analytics_assets, analytics_automation, analytics_jobs
 from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks, ledger_checks_job
@@ -29,6 +30,9 @@ defs = dg.Definitions(
         record_failures_sensor,
         ledger_checks_after_failure_sensor,
         analytics_automation,
+        alert_on_run_failure,
+        alert_on_failed_checks,
+        alerts_sensor,
     ],
     # From the validated environment; every secret field is EnvVar("its variable") whenever that
     # variable is set, so the UI shows names, never values (test_definitions.py checks the snapshot).

@@ -37,9 +37,7 @@ from bank_pipeline.truelayer.auth import AuthClient, build_auth_link, generate_p
 from bank_pipeline.truelayer.errors import AuthorizationRequired, TrueLayerError
 from bank_pipeline.truelayer.models import TokenSet
 from bank_pipeline_tests.fixtures.connections import (
-    cli_env as _cli_env,
-)
-from bank_pipeline_tests.fixtures.connections import (
+    cli_env,
     expire_access_token,
     set_faults,
     sim_admin,
@@ -380,7 +378,7 @@ def test_the_browser_page_says_connected_once_the_connection_is_stored(connect_s
 def test_the_cli_fails_with_one_line_on_a_bad_redirect(connect_settings, monkeypatch, capsys):
     """The CLI waiting for a browser: a forged state and then a missing code each end the command
     with exit 2 and one `error:` line, while the browser page shows that same error."""
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
 
     def cli():
         return main(["connect", "--no-browser", "--timeout", "20", "--history-days", "0"])
@@ -476,10 +474,10 @@ def test_invalid_grant_marks_authorization_required(connect_settings, alice_conn
     client = open_data_client(engine, connect_settings, cid)
     with pytest.raises(AuthorizationRequired) as info:
         client.accounts()
-    assert "bank-pipeline connect" in str(info.value)
+    assert "bank-pipeline reconnect" in str(info.value)
     row = _connection_row(engine, cid)
     assert row["status"] == "authorization_required"
-    assert "bank-pipeline connect" in row["status_message"] and "invalid_grant" in row["status_message"]
+    assert "bank-pipeline reconnect" in row["status_message"] and "invalid_grant" in row["status_message"]
     assert client.calls_made == 0  # no data call was wasted
     # Later calls fail fast and clearly, without touching TrueLayer.
     with pytest.raises(AuthorizationRequired, match="authorization_required"):
@@ -558,7 +556,7 @@ def test_consent_expiry_warning(connect_settings, alice_connection, engine):
     with engine.begin() as conn:
         conn.execute(sa.update(connections).values(consent_expires_at=soon))
     warnings = consent_warnings(engine, within_days=7)
-    assert len(warnings) == 1 and "consent expires" in warnings[0] and "bank-pipeline connect" in warnings[0]
+    assert len(warnings) == 1 and "consent expires" in warnings[0] and "bank-pipeline reconnect" in warnings[0]
     assert consent_warnings(engine, within_days=2) == []
 
 
@@ -573,7 +571,7 @@ def test_denied_consent_is_a_clear_error(connect_settings):
 
 
 def test_connect_cli_unattended(connect_settings, monkeypatch, capsys):
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     # A week of history: the history import itself is test_history_lands.py's subject.
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30", "--history-days", "7"]) == 0
     out = capsys.readouterr().out
@@ -581,7 +579,7 @@ def test_connect_cli_unattended(connect_settings, monkeypatch, capsys):
 
 
 def test_connect_cli_errors_are_one_line(connect_settings, monkeypatch, capsys):
-    _cli_env(monkeypatch, connect_settings)
+    cli_env(monkeypatch, connect_settings)
     monkeypatch.setenv("TRUELAYER_CLIENT_SECRET", "wrong-secret")
     assert main(["connect", "--simulator-user", "alice", "--no-browser", "--timeout", "30"]) == 2
     err = capsys.readouterr().err

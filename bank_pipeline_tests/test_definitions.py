@@ -25,8 +25,11 @@ def test_the_code_locations_definitions_load_and_validate():
         "record_failures_sensor",
         "ledger_checks_after_failure_sensor",
         "analytics_automation",
+        "alert_on_run_failure",
+        "alert_on_failed_checks",
+        "alerts_sensor",
     }
-    assert set(defs.resources) == {"database", "truelayer", "enrichment_model"}
+    assert set(defs.resources) == {"database", "truelayer", "enrichment_model", "alert_channels"}
 
 
 def test_the_runners_import_job_is_the_definitions_job_with_other_resources():
@@ -82,7 +85,8 @@ from bank_pipeline.runner import import_job
 
 fields = {f"{key}.{name}": getattr(defs.resources[key], name)
           for key, name in (("database", "url"), ("truelayer", "client_secret"),
-                            ("truelayer", "fernet_keys"), ("enrichment_model", "api_key"))}
+                            ("truelayer", "fernet_keys"), ("enrichment_model", "api_key"),
+                            ("alert_channels", "urls"))}
 resolved = defs.resources["truelayer"].process_config_and_initialize()
 print(json.dumps({
     "bound": {k: v.env_var_name if isinstance(v, dg.EnvVar) else f"literal {v!r}" for k, v in fields.items()},
@@ -97,6 +101,9 @@ _SECRETS = {
     "BANK_PIPELINE_FERNET_KEYS": "Zm9yLXRlc3RzLW9ubHktMzItYnl0ZXMtbG9uZy1rZXk=",
     "ANTHROPIC_API_KEY": "sk-ant-test-value",
     "BANK_PIPELINE_DATABASE_URL": "postgresql://app:db-password-value@db/bank",
+    # Alert channels: an SMTP password and a webhook token in a URL's path.
+    "BANK_PIPELINE_ALERT_URLS": "mailtos://me:smtp-password-value@smtp.example.org?to=me@example.org "
+    "json://push.example.org/hook/webhook-token-value",
 }
 
 
@@ -118,12 +125,14 @@ def test_the_ui_sees_secrets_only_as_variable_names(tmp_path):
         "truelayer.client_secret": "TRUELAYER_CLIENT_SECRET",
         "truelayer.fernet_keys": "BANK_PIPELINE_FERNET_KEYS",
         "enrichment_model.api_key": "ANTHROPIC_API_KEY",
+        "alert_channels.urls": "BANK_PIPELINE_ALERT_URLS",
     }
     assert shown["resolved_secret"] == _SECRETS["TRUELAYER_CLIENT_SECRET"]  # what a run gets
     for snapshot in ("repository", "runner_job"):
         for name, value in _SECRETS.items():
             assert value not in shown[snapshot], f"{name}'s value in the {snapshot} snapshot"
             assert "db-password-value" not in shown[snapshot]
+            assert "smtp-password-value" not in shown[snapshot] and "webhook-token-value" not in shown[snapshot]
         assert "TRUELAYER_CLIENT_SECRET" in shown[snapshot] and "app-123" in shown[snapshot]
 
 

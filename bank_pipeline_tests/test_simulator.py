@@ -554,3 +554,58 @@ def test_cli_flags_are_checked():
         with pytest.raises(BankPipelineError, match=re.escape(message)):
             build_config(parser.parse_args(["simulator", *argv]))
     assert SimulatorConfig().faults == FaultConfig()
+
+
+# --------------------------------------------------------------------------- /connections/extend
+
+
+def _extend(sim, tokens, **overrides) -> httpx.Response:
+    body = {
+        "user_has_reconfirmed_consent": True,
+        "client_id": SIMULATOR_CLIENT_ID,
+        "client_secret": SIMULATOR_CLIENT_SECRET,
+        "user": {},
+        "refresh_token": tokens["refresh_token"],
+        "redirect_uri": SIM_REDIRECT_URI,
+        "state": "st-1",
+        "code_challenge": pkce_pair()[1],
+        **overrides,
+    }
+    return httpx.post(f"{sim.data_url}/connections/extend", json=body, timeout=10)
+
+
+def test_extend_answers_each_outcome_as_the_openapi_document_says(simulator, data_api):
+    """ExtendConnection: no_action_needed renews the consent for 90 days from now with a new pair;
+    the two link outcomes send the user to a page that extends the same consent; an ended consent
+    or a bank that cannot extend is a 422 problem, a spent refresh token a 401."""
+    tokens = connect(simulator, "alice")
+    accounts_before = ids(simulator, tokens)
+    httpx.post(f"{simulator.base_url}/_sim/clock", json={"advance_days": 80}).raise_for_status()
+    r = _extend(simulator, tokens)
+    data_api.validate_response("/connections/extend", r, "post")
+    renewed = r.json()
+    assert renewed["action_needed"] == "no_action_needed" and renewed["refresh_token"] != tokens["refresh_token"]
+    me = httpx.get(f"{simulator.data_url}/me", headers=bearer(renewed)).json()["results"][0]
+    assert me["consent_expires_at"].startswith((SIM_TODAY + timedelta(days=170)).isoformat())
+    assert ids(simulator, renewed) == accounts_before  # same consent, same account ids
+    spent = _extend(simulator, tokens)
+    assert spent.status_code == 401 and spent.headers["content-type"].startswith("application/problem+json")
+    data_api.validate("/components/schemas/Problem", spent.json())
+
+    for outcome in ("reconfirmation_of_consent_needed", "authentication_needed"):
+        httpx.post(f"{simulator.base_url}/_sim/faults", json={"extend_outcome": outcome}).raise_for_status()
+        r = _extend(simulator, renewed)
+        data_api.validate_response("/connections/extend", r, "post")
+        assert r.json()["action_needed"] == outcome
+        link = r.json()["user_input_link"]
+        assert "session_id=" in link and httpx.get(link).status_code == 200
+
+    httpx.post(f"{simulator.base_url}/_sim/faults", json={"extend_outcome": "cannot_extend"}).raise_for_status()
+    r = _extend(simulator, renewed)
+    assert r.status_code == 422 and r.json()["title"] == "No way to extend this connection"
+    data_api.validate("/components/schemas/Problem", r.json())
+    httpx.post(f"{simulator.base_url}/_sim/faults", json={"extend_outcome": "no_action_needed"}).raise_for_status()
+    httpx.post(f"{simulator.base_url}/_sim/clock", json={"advance_days": 91}).raise_for_status()
+    assert _extend(simulator, renewed).status_code == 422  # the consent has ended: a new consent is needed
+    r = _extend(simulator, renewed, client_id="")
+    assert r.status_code == 400 and "client_id" in r.json()["errors"]

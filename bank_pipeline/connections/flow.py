@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from bank_pipeline.config import Settings
 from bank_pipeline.connections.accounts import list_accounts, store_accounts
 from bank_pipeline.connections.callback import CallbackServer, callback_problem, with_port
-from bank_pipeline.connections.oauth import OAuthStates
+from bank_pipeline.connections.oauth import OAuthState, OAuthStates
 from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import make_engine, write_transaction
@@ -48,11 +48,7 @@ def connect(
     out: Callable[[str], None] = print,
 ) -> ConnectResult:
     """The whole connect flow. Returns the new connection's id and its accounts (rows as dicts)."""
-    if simulator_user and not (settings.truelayer_env == "simulator" or assume_simulator):
-        raise BankPipelineError(
-            f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
-            f"{settings.truelayer_env!r}"
-        )
+    check_simulator_user(settings, simulator_user, assume_simulator)
     engine = make_engine(settings.database_url)  # migrated by its owner (the CLI command, the demo)
     try:
         cipher = TokenCipher.from_settings(settings)
@@ -68,16 +64,7 @@ def connect(
                 redirect_uri = server.redirect_uri  # the real port when 0 was asked for
                 started = states.create_state(redirect_uri, providers)
                 server.expected_state = started.state
-                link = build_auth_link(
-                    settings.auth_url,
-                    settings.client_id,
-                    redirect_uri,
-                    settings.scopes,
-                    started.state,
-                    started.code_challenge,
-                    providers=providers,
-                    response_mode=response_mode,
-                )
+                link = consent_link(settings, redirect_uri, started, providers, response_mode)
                 if simulator_user:
                     out(f"Connecting simulator user {simulator_user!r} unattended…")
                     bot = _consent_bot(server, link, settings.auth_url, simulator_user, decision)
@@ -120,10 +107,35 @@ def connect(
                 f"({escaped(account['currency'] or '?')})"
             )
         if me.get("consent_expires_at"):
-            out(f"Consent expires {escaped(me['consent_expires_at'], 40)}; run `bank-pipeline connect` again before then.")
+            out(f"Consent expires {escaped(me['consent_expires_at'], 40)}; run `bank-pipeline reconnect` before then (same accounts, history kept).")
         return ConnectResult(connection_id, found)
     finally:
         engine.dispose()
+
+
+def consent_link(
+    settings: Settings, redirect_uri: str, started: OAuthState, providers: str | None, response_mode: str | None
+) -> str:
+    """The auth link of a started authorisation (its state and PKCE challenge), for our scopes."""
+    return build_auth_link(
+        settings.auth_url,
+        settings.client_id,
+        redirect_uri,
+        settings.scopes,
+        started.state,
+        started.code_challenge,
+        providers=providers,
+        response_mode=response_mode,
+    )
+
+
+def check_simulator_user(settings: Settings, simulator_user: str | None, assume_simulator: bool) -> None:
+    """The unattended consent bot answers only the local simulator, never a real bank's page."""
+    if simulator_user and not (settings.truelayer_env == "simulator" or assume_simulator):
+        raise BankPipelineError(
+            f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
+            f"{settings.truelayer_env!r}"
+        )
 
 
 def _consent_bot(server: CallbackServer, link: str, auth_url: str, user: str, decision: str) -> threading.Thread:

@@ -41,7 +41,7 @@ def consent_warnings(engine: sa.Engine, within_days: int = 7) -> list[str]:
                 days = (expires - now).days
                 warnings.append(
                     f"{name}: consent expires on {expires:%Y-%m-%d %H:%M} UTC (in {days} day{'s' if days != 1 else ''}); "
-                    f"run `bank-pipeline connect` before then to keep importing"
+                    f"run `bank-pipeline reconnect {row.id}` before then to keep importing"
                 )
     return warnings
 
@@ -95,6 +95,16 @@ def status_summary(engine: sa.Engine, within_days: int = 7) -> dict:
     }
 
 
+def days_left_text(expires: dt.datetime | None, now: dt.datetime) -> str:
+    """` (N days left)`, ` (last day)` or ` (expired)` after a consent's expiry; empty if unknown."""
+    if expires is None:
+        return ""
+    if expires <= now:
+        return " (expired)"
+    days = (expires - now) // dt.timedelta(days=1)
+    return " (last day)" if days == 0 else f" ({days} day{'s' if days != 1 else ''} left)"
+
+
 def format_status(summary: dict) -> str:
     """Human-readable status text."""
     lines: list[str] = []
@@ -105,11 +115,13 @@ def format_status(summary: dict) -> str:
         value = aware(value)
         return f"{value:%Y-%m-%d %H:%M} UTC" if value else "never"
 
+    now = utcnow()
     # Names and messages quote the bank: escaped, so none can split a line, forge one or reorder it.
     for c in summary["connections"]:
         lines.append(
             f"connection {c['id']}: {escaped(c['provider_name'] or c['provider_id'] or '?', 80)} — {c['status']}"
             f"; consent expires {when(c['consent_expires_at']) if c['consent_expires_at'] else 'unknown'}"
+            f"{days_left_text(aware(c['consent_expires_at']), now)}"
         )
         if c["status_message"]:
             lines.append(f"    {escaped(c['status_message'], 2000)}")

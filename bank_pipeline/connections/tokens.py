@@ -36,7 +36,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 REFRESH_MARGIN = dt.timedelta(minutes=5)
-RECONNECT_HINT = "run `bank-pipeline connect` again to re-authorise it"
+RECONNECT_HINT = "run `bank-pipeline reconnect` to re-authorise it (same accounts and history)"
+
+
+CONSENT_DAYS = 90  # UK rules: access lasts 90 days after the user's last (re)confirmation
+
+
+def consent_expiry(me: dict, confirmed_at: dt.datetime) -> dt.datetime:
+    """When the consent ends: what `/me` says (`consent_expires_at`), else 90 days after the user
+    last (re)confirmed it."""
+    return parse_timestamp(me.get("consent_expires_at")) or confirmed_at + dt.timedelta(days=CONSENT_DAYS)
 
 
 # --- the store ----------------------------------------------------------------------------------
@@ -77,11 +86,11 @@ class ConnectionStore:
             scopes=clean_text(" ".join(map(str, scopes)) if isinstance(scopes, list) else str(tokenset.scope or scopes or ""))
             or None,
             consent_created_at=parse_timestamp(me.get("consent_created_at")) or now,
-            consent_expires_at=parse_timestamp(me.get("consent_expires_at")),
             status="active",
             status_message=None,
             updated_at=now,
         )
+        values["consent_expires_at"] = consent_expiry(me, values["consent_created_at"])
         if conn is None:
             with write_transaction(self.engine) as own:
                 connection_id = self._save(own, values, now)
@@ -118,6 +127,47 @@ class ConnectionStore:
                 ).scalar_one()
             )
         return connection_id
+
+    def refresh_token_of(self, connection_id: int) -> str | None:
+        """The connection's refresh token (decrypted), for `/connections/extend`; None without one."""
+        with self.engine.connect() as conn:
+            enc = conn.execute(
+                sa.select(connections.c.refresh_token_enc).where(connections.c.id == connection_id)
+            ).scalar()
+        return self.cipher.decrypt(enc) if enc else None
+
+    def renew_connection(self, connection_id: int, tokenset: TokenSet, me: dict) -> None:
+        """Store a renewed consent on the SAME connection row (re-consent): the rotated tokens
+        (encrypted), the consent's new dates and credentials; the connection is active again."""
+        provider = me.get("provider") if isinstance(me.get("provider"), dict) else {}
+        credentials_id = me.get("credentials_id")
+        now = utcnow()
+        values = dict(
+            access_token_enc=self.cipher.encrypt(tokenset.access_token),
+            refresh_token_enc=self.cipher.encrypt(tokenset.refresh_token) if tokenset.refresh_token else None,
+            access_expires_at=tokenset.expires_at,
+            status="active",
+            status_message=None,
+            updated_at=now,
+            token_version=connections.c.token_version + 1,
+        )
+        if isinstance(credentials_id, str) and credentials_id:  # the bank's text: cleaned like connect's
+            values["credentials_id"] = storable_id(credentials_id)
+        if provider.get("provider_id"):
+            values.update(
+                provider_id=fitted(provider["provider_id"], 128), provider_name=fitted(provider.get("display_name"), 256)
+            )
+        confirmed = parse_timestamp(me.get("consent_status_updated_at") or me.get("consent_created_at"))
+        values["consent_created_at"] = confirmed or now
+        values["consent_expires_at"] = consent_expiry(me, values["consent_created_at"])
+        with write_transaction(self.engine) as conn:
+            if values.get("credentials_id"):  # a new consent's credentials seen before: one row
+                conn.execute(
+                    sa.update(connections)
+                    .where(connections.c.id != connection_id, connections.c.credentials_id == values["credentials_id"])
+                    .values(credentials_id=None, status="revoked", status_message=f"replaced by connection {connection_id}")
+                )
+            conn.execute(sa.update(connections).where(connections.c.id == connection_id).values(**values))
 
     def get_connection(self, connection_id: int) -> dict:
         """The connection row without its encrypted tokens."""

@@ -530,3 +530,25 @@ monthly_spending = Table(
     _ts("computed_at", False),
     Index("ix_monthly_spending_month", "month"),
 )
+
+# --- alerts to the person (bank_pipeline/alerts) ----------------------------------------------------
+
+# One row per cause (a failed run, a consent about to end, …): the unique cause is what makes an
+# alert go out once across retries, partitions and sensor ticks. `delivered_to` lists the channels
+# (hashes of their redacted URLs, never a secret) that have it; the rest are retried later.
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", Id, primary_key=True, autoincrement=True),
+    Column("cause", String(512), nullable=False, unique=True),
+    Column("kind", String(32), nullable=False),
+    Column("title", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("delivered_to", JSON, nullable=False),
+    Column("attempts", Integer, nullable=False, server_default="0"),
+    Column("last_error", Text),
+    _ts("created_at", False),
+    _ts("next_attempt_at"),
+    _ts("sent_at"),
+    Index("ix_alerts_sent_at", "sent_at"),
+)

@@ -20,7 +20,7 @@ from typing import Optional
 import dagster as dg
 from sqlalchemy import Engine
 
-from bank_pipeline.config import SIMULATOR_CLIENT_SECRET, ConfigError, Settings
+from bank_pipeline.config import ALERT_URLS_ENV, SIMULATOR_CLIENT_SECRET, ConfigError, Settings
 from bank_pipeline.db import make_engine, require_current_schema
 
 _ENGINES: dict[str, Engine] = {}
@@ -122,6 +122,18 @@ class EnrichmentModel(dg.ConfigurableResource):
         return model_for(self.provider, queue=queue, **options)
 
 
+class AlertChannels(dg.ConfigurableResource):
+    """Where alerts go: Apprise URLs separated by spaces. They hold secrets, so the field is
+    EnvVar("BANK_PIPELINE_ALERT_URLS") whenever that is set (the UI shows the name); unset: none."""
+
+    urls: Optional[str] = None
+
+    def channels(self):
+        from bank_pipeline.alerts.channels import parse_channels
+
+        return parse_channels(tuple((self.urls or "").split()))
+
+
 def _key_list(raw: str) -> str:
     return ",".join(k.strip() for k in raw.split(",") if k.strip())
 
@@ -179,4 +191,5 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             queue_max_delay_hours=settings.enrich_queue_max_delay_hours,
             batch_api_min=settings.enrich_batch_api_min,
         ),
+        "alert_channels": AlertChannels(urls=secret(ALERT_URLS_ENV, (os.environ.get(ALERT_URLS_ENV) or "").strip() or None)),
     }

@@ -123,6 +123,7 @@ LINK_FIELDS = (
     "code_challenge_method",
     "response_mode",
     "nonce",
+    "session_id",  # the auth dialog of a connection being extended (`/connections/extend`)
 )
 
 
@@ -163,6 +164,8 @@ async def auth_link(request: Request) -> Response:
     hidden = "\n".join(
         f'<input type="hidden" name="{k}" value="{html.escape(v)}">' for k, v in params.items()
     )
+    if params.get("session_id"):
+        return HTMLResponse(_extend_page(st, params, hidden))
     options = "\n".join(f'<option value="{u}">{u}</option>' for u in listed_users())
     page = f"""<!doctype html>
 <html><head><meta charset="utf-8"><title>Mock Bank - connect your accounts</title></head>
@@ -196,8 +199,19 @@ async def consent(request: Request) -> Response:
             400, "invalid_request", f"unknown mock user {user!r} (alice, bob or multi-1..multi-{MAX_MULTI})"
         )
     redirect_uri, state = params["redirect_uri"], params["state"]
+    extending = None
+    if params.get("session_id"):
+        extending = st.take_extend_session(params["session_id"])
+        if extending is None:
+            return _auth_error(400, "invalid_request", "unknown or already used session_id")
+        if extending[0].user != user:
+            return _auth_error(400, "invalid_request", "this session extends another user's connection")
     if decision == "deny":
         answer = {"error": "access_denied", "state": state}
+    elif extending is not None:
+        st.reconfirm(extending[0])
+        code = st.new_code(extending[0], redirect_uri, params.get("code_challenge") or None)
+        answer = {"code": code, "scope": extending[0].scope, "state": state}
     else:
         granted = st.new_consent(user, params["client_id"], params["scope"])
         code = st.new_code(granted, redirect_uri, params.get("code_challenge") or None)
@@ -295,6 +309,97 @@ async def token(request: Request) -> Response:
             )
         return _json(st.issue_tokens(granted), 200, headers)
     return _auth_error(400, "invalid_request", f"unsupported grant_type {grant!r}")
+
+
+def _extend_page(st: SimulatorState, params: dict[str, str], hidden: str) -> str:
+    """The auth dialog of an extension: the consent's user is fixed; they reconfirm (or, for
+    `authentication_needed`, log in to the mock bank again)."""
+    found = st.extend_sessions.get(params["session_id"])
+    granted = st.consents.get(found[0]) if found else None
+    if granted is None:
+        return "<!doctype html><p>This link has expired or was already used.</p>"
+    login = found[1] == "authentication_needed"
+    heading = "Mock Bank - log in again to keep sharing" if login else "Reconfirm access to your accounts"
+    return f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>{heading}</title></head>
+<body>
+<h1>{heading}</h1>
+<p>Client <b>{html.escape(params["client_id"])}</b> asks to keep reading {html.escape(granted.scope)} for {st.faults.consent_days} more days.</p>
+<form method="post" action="/consent">
+{hidden}
+<input type="hidden" name="user" value="{html.escape(granted.user)}">
+<button type="submit" name="decision" value="allow">Allow</button>
+<button type="submit" name="decision" value="deny">Deny</button>
+</form>
+</body></html>"""
+
+
+# ====================================================================== connections/extend
+
+EXTEND_FIELDS = ("user_has_reconfirmed_consent", "client_id", "client_secret", "user", "refresh_token", "redirect_uri")
+
+
+def _problem(status: int, title: str, detail: str | None = None, errors: dict | None = None) -> Response:
+    """An RFC 7807 problem, as TrueLayer's Connection API answers errors."""
+    body: dict[str, Any] = {
+        "type": "https://docs.truelayer.com/#connection-api-errors",
+        "title": title,
+        "status": status,
+        "instance": "/connections/extend",
+        "trace_id": hashlib.md5(f"{title}|{clock.now().timestamp()}".encode()).hexdigest(),
+    }
+    if detail:
+        body["detail"] = detail
+    if errors:
+        body["errors"] = errors
+    return Response(json.dumps(body), status_code=status, media_type="application/problem+json")
+
+
+async def extend_connection(request: Request) -> Response:
+    """`POST /data/v1/connections/extend` (operation ExtendConnection): while the consent lives,
+    answer the configured outcome; an expired or revoked consent cannot be extended (422)."""
+    st: SimulatorState = request.app.state.sim
+    with st.lock:
+        st.stats["paths"]["/data/v1/connections/extend"] += 1
+    try:
+        body = await request.json()
+    except ValueError:
+        body = None
+    if not isinstance(body, dict):
+        return _problem(400, "One or more validation errors occurred.", errors={"Body": ["A JSON object is required."]})
+    missing = {name: [f"The {name} field is required."] for name in EXTEND_FIELDS if body.get(name) in (None, "")}
+    if missing:
+        return _problem(400, "One or more validation errors occurred.", errors=missing)
+    if body["user_has_reconfirmed_consent"] is not True:
+        return _problem(400, "One or more validation errors occurred.", errors={
+            "UserHasReconfirmedConsent": ["Setting it to false is currently not supported."]})
+    if body["client_id"] != st.config.client_id or body["client_secret"] != st.config.client_secret:
+        return _problem(401, "Unauthorized", "Client credentials missing or invalid.")
+    granted = st.consent_for_refresh_token(str(body["refresh_token"]))
+    if granted is None or granted.client_id != body["client_id"]:
+        return _problem(401, "Unauthorized", "Refresh token missing or invalid.")
+    outcome = st.faults.extend_outcome
+    if granted.expired(st.sim_now()) or outcome == "cannot_extend":
+        return _problem(422, "No way to extend this connection", "This connection cannot be extended")
+    if outcome == "no_action_needed":
+        st.reconfirm(granted)
+        tokens = st.issue_tokens(granted)
+        return _json({"action_needed": outcome, **{k: tokens[k] for k in tokens if k != "scope"}})
+    session_id = st.new_extend_session(granted, outcome)
+    params = {
+        "response_type": "code",
+        "client_id": granted.client_id,
+        "redirect_uri": str(body["redirect_uri"]),
+        "scope": granted.scope,
+        "state": str(body.get("state") or session_id),
+        "session_id": session_id,
+    }
+    if body.get("code_challenge"):
+        params.update(code_challenge=str(body["code_challenge"]), code_challenge_method="S256")
+    if body.get("response_mode") == "form_post":
+        params["response_mode"] = "form_post"
+    base = st.base_url or str(request.base_url).rstrip("/")
+    return _json({"action_needed": outcome, "user_input_link": f"{base}/?{urlencode(params)}"})
 
 
 # ====================================================================== Data API
@@ -422,7 +527,7 @@ async def me(request, st, granted, spec, nonce):
                 "client_id": granted.client_id,
                 "credentials_id": granted.credentials_id,
                 "consent_status": "Authorised",
-                "consent_status_updated_at": granted.created_at,
+                "consent_status_updated_at": granted.reconfirmed_at or granted.created_at,
                 "consent_created_at": granted.created_at,
                 "consent_expires_at": granted.expires_at,
                 "provider": {
@@ -953,6 +1058,7 @@ def create_app(config: SimulatorConfig | None = None, state: SimulatorState | No
     for template, handler, kind in DATA_ROUTES:
         route = data_route(template, handler, kind)
         routes.append(Route("/data/v1" + template, route.endpoint, methods=["GET"]))
+    routes.append(Route("/data/v1/connections/extend", extend_connection, methods=["POST"]))
     routes.append(Route("/data/v1/batch/transactions", not_supported, methods=["POST"]))
     routes.append(Route("/data/v1/batch/results", not_supported, methods=["GET"]))
     app = Starlette(routes=routes)

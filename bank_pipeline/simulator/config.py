@@ -15,6 +15,14 @@ SERVER_ERROR_STATUSES = (500, 503, 504)
 MALFORMED_KINDS = ("truncated", "missing_field", "bad_timestamp", "string_amount")
 
 
+EXTEND_OUTCOMES = (
+    "no_action_needed",
+    "reconfirmation_of_consent_needed",
+    "authentication_needed",
+    "cannot_extend",
+)
+
+
 @dataclass
 class FaultConfig:
     """Faults the simulator injects into Data API calls. Deterministic: counters, not wall-clock luck.
@@ -47,6 +55,10 @@ class FaultConfig:
     sca_window_minutes: int | None = None
     # Days a consent lives.
     consent_days: int = 90
+    # What `POST /data/v1/connections/extend` answers while the consent is live: no_action_needed
+    # (the consent is extended and new tokens come back), reconfirmation_of_consent_needed (the auth
+    # dialog), authentication_needed (the bank's login) or cannot_extend (422: the bank cannot).
+    extend_outcome: str = "no_action_needed"
     # A new consent for a user gets new provider account ids (same sort code/number/IBAN).
     rotate_account_ids_on_reauth: bool = False
     # Hostile rows (see simulator/hostile.py). Each picks every Nth transaction by a stable hash of
@@ -128,6 +140,8 @@ class FaultConfig:
             raise BankPipelineError(
                 "fault token_error_grants must be a list of 'authorization_code' and 'refresh_token'"
             )
+        if self.extend_outcome not in EXTEND_OUTCOMES:
+            raise BankPipelineError(f"fault extend_outcome must be one of {list(EXTEND_OUTCOMES)}")
         if not isinstance(self.rotate_account_ids_on_reauth, bool):
             raise BankPipelineError("fault rotate_account_ids_on_reauth must be true or false")
         bad = [s for s in self.server_error_statuses if s not in SERVER_ERROR_STATUSES]

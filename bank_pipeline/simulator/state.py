@@ -57,6 +57,7 @@ class Consent:
     access_expires_at: str | None = None  # wall-clock time
     refresh_token: str | None = None
     revoked: bool = False
+    reconfirmed_at: str | None = None  # simulated time of the last extension (reconfirmation)
 
     def expired(self, sim_now: datetime) -> bool:
         return self.revoked or sim_now >= _parse_iso(self.expires_at)
@@ -86,6 +87,7 @@ class SimulatorState:
         self.access_index: dict[str, str] = {}
         self.refresh_index: dict[str, str] = {}
         self.generations: dict[str, int] = {}  # user -> latest account-id generation
+        self.extend_sessions: dict[str, tuple[str, str]] = {}  # session id -> (consent id, outcome)
         self._cache: dict[str, UserData] = {}
         self._ids: dict[tuple[str, int], dict[str, AccountSpec]] = {}
         self.request_counter = 0  # every Data API request ever (nonce source)
@@ -168,6 +170,29 @@ class SimulatorState:
             self.consents[consent_id] = consent
             self._save()
             return consent
+
+    def reconfirm(self, consent: Consent) -> None:
+        """The user reconfirmed: the consent lives `consent_days` from now (UK rules: 90 days after
+        the last reconfirmation), same consent, credentials and account ids."""
+        with self.lock:
+            now = self.sim_now()
+            consent.reconfirmed_at = _iso(now)
+            consent.expires_at = _iso(now + timedelta(days=self.faults.consent_days))
+            self._save()
+
+    def new_extend_session(self, consent: Consent, outcome: str) -> str:
+        """A session of the auth dialog that extends `consent` once the user allows it."""
+        with self.lock:
+            session_id = "auth-" + secrets.token_urlsafe(16)
+            self.extend_sessions[session_id] = (consent.consent_id, outcome)
+            return session_id
+
+    def take_extend_session(self, session_id: str) -> tuple[Consent, str] | None:
+        with self.lock:
+            found = self.extend_sessions.pop(session_id, None)
+            if found is None or found[0] not in self.consents:
+                return None
+            return self.consents[found[0]], found[1]
 
     def new_code(self, consent: Consent, redirect_uri: str, code_challenge: str | None) -> str:
         with self.lock:
