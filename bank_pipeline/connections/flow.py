@@ -23,7 +23,7 @@ from bank_pipeline.connections.tokens import ConnectionStore
 from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import make_engine
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
+from bank_pipeline.truelayer.auth import AuthClient, auth_server_unreachable, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
 
 
@@ -52,6 +52,9 @@ def connect(
             f"--simulator-user only works against the local simulator, but BANK_PIPELINE_TRUELAYER_ENV is "
             f"{settings.truelayer_env!r}"
         )
+    unreachable = auth_server_unreachable(settings.auth_url)
+    if unreachable:
+        raise BankPipelineError(unreachable)
     engine = make_engine(settings.database_url)  # migrated by its owner (the CLI command, the demo)
     try:
         cipher = TokenCipher.from_settings(settings)
