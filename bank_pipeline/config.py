@@ -103,17 +103,6 @@ def partition_start_date() -> str:
         raise ConfigError(f"BANK_PIPELINE_START_DATE must be a date YYYY-MM-DD, got {raw!r}") from None
 
 
-LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
-
-
-def run_log_level() -> str:
-    """BANK_PIPELINE_LOG_LEVEL: what Dagster runs print on the console (INFO; DEBUG for every event)."""
-    level = (_env("BANK_PIPELINE_LOG_LEVEL", "INFO") or "INFO").upper()
-    if level not in LOG_LEVELS:
-        raise ConfigError(f"BANK_PIPELINE_LOG_LEVEL must be one of {', '.join(LOG_LEVELS)}, got {level!r}")
-    return level
-
-
 EXECUTORS = ("in_process", "celery")
 DEFAULT_CELERY_BROKER = "amqp://guest:guest@127.0.0.1:5672//"
 

@@ -7,7 +7,6 @@ from bank_pipeline.orchestration.assets import transaction_assets
 from bank_pipeline.orchestration.checks import ledger_checks, ledger_checks_job
 from bank_pipeline.orchestration.executors import import_executor
 from bank_pipeline.orchestration.jobs import import_transactions
-from bank_pipeline.orchestration.loggers import console_logger
 from bank_pipeline.orchestration.resources import default_resources
 from bank_pipeline.orchestration.schedules import daily_import_schedule
 from bank_pipeline.orchestration.sensors import (
@@ -37,6 +36,4 @@ defs = dg.Definitions(
     # Runs launched from the UI (`__ASSET_JOB`) use the same executor as the import job
     # (BANK_PIPELINE_EXECUTOR: in-process by default, or Celery).
     executor=import_executor(),
-    # Runs print progress, warnings and errors, not a DEBUG line per event (BANK_PIPELINE_LOG_LEVEL).
-    loggers={"console": console_logger()},
 )
