@@ -21,7 +21,14 @@ import sqlalchemy as sa
 
 from bank_pipeline.config import SIMULATOR_DEFAULT_PORT, Settings
 from bank_pipeline.db import make_engine, migrate
-from bank_pipeline.db.schema import accounts, enrichments, pending_transactions, quarantine, transactions
+from bank_pipeline.db.schema import (
+    accounts,
+    enrichments,
+    pending_transactions,
+    quarantine,
+    raw_fetches,
+    transactions,
+)
 from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.runner import RunOutcome, ensure_dagster_home
 
@@ -49,6 +56,7 @@ class DemoSummary:
     first: dt.date
     last: dt.date
     seconds: float
+    history_calls: int = 0  # attended calls that landed the history (none from the daily budget)
 
     def total(self, asset: str, name: str) -> int:
         return sum(int(r.metadata.get(asset, {}).get(name, 0) or 0) for r in self.runs)
@@ -88,7 +96,10 @@ def run_demo(
             progress(f"Importing it through Dagster (one run per account, replaying what landed; "
                      f"instance at {instance.root_directory}):")
             runs = import_history(instance, sim_settings, keys, window, progress=progress)
-    return DemoSummary(result.accounts, runs, window.first, window.last, time.perf_counter() - started)
+    with make_engine(settings.database_url).connect() as conn:
+        calls = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(raw_fetches.c.api_calls), 0)).where(
+            raw_fetches.c.run_id == f"connect-{result.connection_id}")).scalar_one()
+    return DemoSummary(result.accounts, runs, window.first, window.last, time.perf_counter() - started, int(calls))
 
 
 def format_summary(settings: Settings, summary: DemoSummary) -> str:
@@ -129,8 +140,9 @@ def format_summary(settings: Settings, summary: DemoSummary) -> str:
         f"duplicates skipped: {summary.total('deduplicated_transactions', 'duplicate')}, "
         f"quarantined: {quarantined}, pending now: {pending}",
         f"  enriched this time, by source: {by_source or 'none'}",
-        f"  Dagster runs: {len(summary.runs)} ({len(failed)} failed), API calls: "
-        f"{summary.total('fetched_transactions', 'api_calls')}",
+        f"  bank calls: {summary.history_calls} attended (the history, while you were there), "
+        f"{summary.total('fetched_transactions', 'api_calls')} from the Dagster runs",
+        f"  Dagster runs: {len(summary.runs)} ({len(failed)} failed)",
     ]
     for run in failed:
         lines.append(f"  ! run {run.run_id} for {run.account_key} ({names.get(run.account_key)}) failed: {run.error}")

@@ -227,8 +227,9 @@ def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure
     )
     from bank_pipeline.orchestration.partitions import partition_key
 
-    # A run outside the schedule may spend 2 of the 4 unattended calls a day: the first run spends them.
-    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
+    # A run outside the schedule may spend 2 of the 4 unattended calls a day: the first run spends
+    # them, and the second asks the bank again for the same days (refetch_after_hours=0).
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2, refetch_after_hours=0)
     key = pipe.keys[0]
     first, last = TODAY - dt.timedelta(days=3), YESTERDAY
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
@@ -256,8 +257,9 @@ def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure
     # Each partition has its own result, not Dagster's "Execution failed" (nor "Skipped").
     statuses = _check_statuses(pipe, keys)
     assert statuses == {name: dict.fromkeys(keys, "SUCCEEDED") for name in latest}, statuses
-    # The partitions themselves still show the failure, and nothing landed twice.
-    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.FAILED)
+    # The days were in the ledger before the failed run: they stay materialized (a landed day never
+    # turns red), and nothing landed twice.
+    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.MATERIALIZED)
     assert pipe.ledger_rows() == before
     # A `ledger_checks` run is never followed by another one.
     assert checks_after_failure(pipe.instance, checks_run) is None
