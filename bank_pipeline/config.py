@@ -85,11 +85,18 @@ def partition_timezone() -> str:
     return name
 
 
+# Where the first connect records the first day partition when BANK_PIPELINE_START_DATE is unset.
+PARTITIONS_START_FILE = "partitions-start"
+
+
 def partition_start_date() -> str:
-    """BANK_PIPELINE_START_DATE (YYYY-MM-DD; the first day partition), validated."""
+    """BANK_PIPELINE_START_DATE (YYYY-MM-DD; the first day partition), validated; unset: the day the
+    first connect recorded (where its history can begin), else 2020-01-01."""
     import datetime as dt
 
-    raw = _env("BANK_PIPELINE_START_DATE", "2020-01-01")
+    recorded = home_dir() / PARTITIONS_START_FILE
+    fallback = recorded.read_text().strip() if recorded.is_file() else "2020-01-01"
+    raw = _env("BANK_PIPELINE_START_DATE", fallback)
     try:
         return dt.date.fromisoformat(raw).isoformat()
     except ValueError:
@@ -169,6 +176,8 @@ class Settings:
     initial_backfill_days: int
     backfill_reserve: int = 2
     history_days: int = 730
+    # A look-back day the bank answered for this recently is replayed, not asked again.
+    refetch_after_hours: int = 6
     # The model queue (enrich/queue.py): descriptions per call, longest wait, Message Batches use.
     enrich_queue_batch: int = 25
     enrich_queue_delay_hours: float = 24.0
@@ -222,6 +231,7 @@ class Settings:
             initial_backfill_days=_bounded_int("BANK_PIPELINE_INITIAL_BACKFILL_DAYS", 90, 0, MAX_HISTORY_DAYS),
             backfill_reserve=_bounded_int("BANK_PIPELINE_BACKFILL_RESERVE", 2, 0, MAX_COUNT),
             history_days=_bounded_int("BANK_PIPELINE_HISTORY_DAYS", 730, 0, MAX_HISTORY_DAYS),
+            refetch_after_hours=_bounded_int("BANK_PIPELINE_REFETCH_AFTER_HOURS", 6, 0, MAX_HISTORY_DAYS * 24),
             enrich_queue_batch=_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_BATCH", 25, 1, MAX_COUNT),
             enrich_queue_delay_hours=float(_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_DELAY_HOURS", 24, 0, MAX_HISTORY_DAYS * 24)),
             enrich_queue_max_delay_hours=float(_bounded_int("BANK_PIPELINE_ENRICH_QUEUE_MAX_DELAY_HOURS", 2160, 0, MAX_HISTORY_DAYS * 24)),

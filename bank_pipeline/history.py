@@ -43,6 +43,31 @@ def history_window(settings: Settings, days: int | None = None) -> HistoryWindow
     return HistoryWindow(max(start, today - dt.timedelta(days=max(days, 1) - 1)), today)
 
 
+def record_partitions_start(settings: Settings, engine) -> dt.date | None:
+    """At the first bank's connect, record where the day partitions begin: as far back as history
+    can reach (`history_days`, at least `initial_backfill_days`), not years before any data, so the
+    UI's "% filled" means something. Left alone when BANK_PIPELINE_START_DATE is set, a start is
+    recorded already, or other connections existed (their partitions keep their start)."""
+    import os
+
+    import sqlalchemy as sa
+
+    from bank_pipeline.config import PARTITIONS_START_FILE
+    from bank_pipeline.db.schema import connections
+
+    recorded = settings.home / PARTITIONS_START_FILE
+    if os.environ.get("BANK_PIPELINE_START_DATE") or recorded.exists():
+        return None
+    with engine.connect() as conn:
+        if conn.execute(sa.select(sa.func.count()).select_from(connections)).scalar_one() > 1:
+            return None
+    reach = max(settings.history_days, settings.initial_backfill_days, 1)
+    start = clock.today_in(settings.timezone) - dt.timedelta(days=reach - 1)
+    settings.home.mkdir(parents=True, exist_ok=True)
+    recorded.write_text(start.isoformat() + "\n")
+    return start
+
+
 def land_history(
     settings: Settings,
     connection_id: int,

@@ -27,7 +27,7 @@ from sqlalchemy import Engine
 from bank_pipeline.db import utcnow
 from bank_pipeline.db.schema import accounts, api_call_budget, enrichments, transactions
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, days_to_fetch, plan_windows
+from bank_pipeline.ingest.fetch import PENDING_NEAR_TODAY_DAYS, days_to_fetch, fresh_since, plan_windows
 from bank_pipeline.truelayer.errors import InvalidDateRange
 from bank_pipeline.truelayer.windows import as_date, split_windows
 
@@ -211,6 +211,7 @@ def plan_backfill(
     unattended_budget: int,
     backfill_reserve: int = 0,
     lookback_days: int = 3,
+    refetch_after_hours: int = 0,
     today: dt.date | None = None,
     budget_day: dt.date | None = None,
 ) -> BackfillPlan:
@@ -241,6 +242,7 @@ def plan_backfill(
     pending = end >= today - dt.timedelta(days=PENDING_NEAR_TODAY_DAYS)
     runs_per_account = len(split_windows(start, end, max_window_days))
     per_day_allowance = max(0, unattended_budget - backfill_reserve)
+    fresh = fresh_since(refetch_after_hours)
 
     with engine.connect() as conn:
         selected = _select_accounts(conn, account_keys)
@@ -256,7 +258,7 @@ def plan_backfill(
         for account in selected:
             wanted = days_to_fetch(
                 engine, account["id"], all_days, mode="auto",
-                settled_before=today - dt.timedelta(days=lookback_days),
+                settled_before=today - dt.timedelta(days=lookback_days), fresh_since=fresh,
             )  # fmt: skip
             windows = plan_windows(wanted, max_window_days)
             history_days, per_day = _history_rate(conn, account["id"])

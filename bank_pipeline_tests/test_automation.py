@@ -114,6 +114,8 @@ def test_two_runs_for_one_account_never_overlap(pipeline_factory, db_url, tmp_pa
         BANK_PIPELINE_HOME=str(pipe.settings.home), BANK_PIPELINE_FERNET_KEYS=",".join(pipe.settings.fernet_keys),
         BANK_PIPELINE_MAX_WINDOW_DAYS="60", BANK_PIPELINE_UNATTENDED_DAILY_BUDGET="1000",
         DAGSTER_HOME=str(tmp_path / "dagster-shared"),
+        # Both runs go to the bank (the second would otherwise replay the days the first just fetched).
+        BANK_PIPELINE_REFETCH_AFTER_HOURS="0",
     )
     os.makedirs(env["DAGSTER_HOME"])
     # The Dagster instance exists before the two runs race (as it does on any real deployment).
@@ -152,9 +154,10 @@ def test_unattended_budget_is_never_exceeded_against_the_4_a_day_rule(pipeline_f
     from bank_pipeline.runner import run_imports
     from bank_pipeline.simulator import FaultConfig, SimulatorConfig
 
-    # The simulator enforces the bank's rule; the pipeline keeps its own budget of 4.
+    # The simulator enforces the bank's rule; the pipeline keeps its own budget of 4. Every run asks
+    # the bank again for the look-back days it has just served (refetch_after_hours=0).
     pipe = pipeline_factory("alice", SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4)),
-                            unattended_daily_budget=4)
+                            unattended_daily_budget=4, refetch_after_hours=0)
     key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
     window = (TODAY - dt.timedelta(days=30), TODAY - dt.timedelta(days=1))
     outcomes = [run_imports(pipe.instance, pipe.settings, [key], *window)[0] for _ in range(4)]

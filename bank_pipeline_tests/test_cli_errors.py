@@ -68,6 +68,23 @@ def test_unreachable_database_is_one_line_without_the_password(tmp_path, monkeyp
     assert "s3cret-pw" not in line
 
 
+def test_connect_with_no_auth_server_reachable_fails_at_once_in_one_line(cli_db, capsys, monkeypatch):
+    import socket
+    import time
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    monkeypatch.setenv("TRUELAYER_AUTH_URL", f"http://127.0.0.1:{port}")
+    started = time.monotonic()
+    assert main(["connect", "--no-browser"]) == 2
+    assert time.monotonic() - started < 30, "waited for a redirect that could not come"
+    captured = capsys.readouterr()
+    assert captured.out == ""  # no link printed for a consent page that cannot load
+    line = _one_line(captured.err)
+    assert line.startswith(f"error: the TrueLayer auth server at http://127.0.0.1:{port} is unreachable")
+
+
 def test_database_error_line_has_no_sql_parameters_or_credentials(db_url):
     engine = make_engine(db_url)
     try:

@@ -677,3 +677,23 @@ def test_discover_accounts_identity_501_cards_and_changed_ids(engine):
         assert gone is False  # no longer listed → inactive, history kept
     finally:
         bank.close()
+
+
+@pytest.mark.date_sensitive
+def test_the_first_connect_records_where_the_day_partitions_begin(connect_settings, alice_connection, monkeypatch):
+    """Partitions begin where the first connection's history can reach, not years before any data
+    (the UI's "% filled" counts days that can have data); set once, and never over the variable."""
+    from bank_pipeline.config import PARTITIONS_START_FILE, partition_start_date
+    from bank_pipeline.history import record_partitions_start
+
+    monkeypatch.delenv("BANK_PIPELINE_START_DATE", raising=False)
+    monkeypatch.setenv("BANK_PIPELINE_HOME", str(connect_settings.home))
+    engine = make_engine(connect_settings.database_url)
+    start = record_partitions_start(connect_settings, engine)
+    today = clock.today_in(connect_settings.timezone)
+    assert start == today - dt.timedelta(days=connect_settings.history_days - 1)
+    assert (connect_settings.home / PARTITIONS_START_FILE).read_text().strip() == start.isoformat()
+    assert partition_start_date() == start.isoformat()
+    assert record_partitions_start(connect_settings, engine) is None  # recorded once
+    monkeypatch.setenv("BANK_PIPELINE_START_DATE", "2021-03-04")
+    assert partition_start_date() == "2021-03-04"  # the variable wins

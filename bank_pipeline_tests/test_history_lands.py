@@ -227,8 +227,9 @@ def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure
     )
     from bank_pipeline.orchestration.partitions import partition_key
 
-    # A run outside the schedule may spend 2 of the 4 unattended calls a day: the first run spends them.
-    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2)
+    # A run outside the schedule may spend 2 of the 4 unattended calls a day: the first run spends
+    # them, and the second asks the bank again for the same days (refetch_after_hours=0).
+    pipe = pipeline_factory("alice", _bank_rules(), unattended_daily_budget=4, backfill_reserve=2, refetch_after_hours=0)
     key = pipe.keys[0]
     first, last = TODAY - dt.timedelta(days=3), YESTERDAY
     days = [first + dt.timedelta(days=n) for n in range((last - first).days + 1)]
@@ -256,8 +257,37 @@ def test_checks_of_a_run_that_failed_before_them_show_the_ledger_not_the_failure
     # Each partition has its own result, not Dagster's "Execution failed" (nor "Skipped").
     statuses = _check_statuses(pipe, keys)
     assert statuses == {name: dict.fromkeys(keys, "SUCCEEDED") for name in latest}, statuses
-    # The partitions themselves still show the failure, and nothing landed twice.
-    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.FAILED)
+    # The days were in the ledger before the failed run: they stay materialized (a landed day never
+    # turns red), and nothing landed twice.
+    _assert_partitions(pipe, key, first, last, dg.AssetPartitionStatus.MATERIALIZED)
     assert pipe.ledger_rows() == before
     # A `ledger_checks` run is never followed by another one.
     assert checks_after_failure(pipe.instance, checks_run) is None
+
+
+@EMBEDDED_ONLY
+def test_a_look_back_day_the_bank_answered_for_minutes_ago_is_not_asked_again(pipeline_factory):
+    """A backfill right after connect (or the demo) must not spend the day's unattended calls on
+    days the bank has just served; a webhook's run asks anyway, and so does every run when
+    BANK_PIPELINE_REFETCH_AFTER_HOURS is 0."""
+    from bank_pipeline.orchestration.partitions import SENSOR_TAG
+
+    # Room for the three runs that do ask (each a booked window and the pending set).
+    pipe = pipeline_factory("alice", _bank_rules(unattended_limit=8), unattended_daily_budget=8, backfill_reserve=0)
+    key = next(a["account_key"] for a in pipe.accounts if a["account_type"] == "TRANSACTION")
+    first = YESTERDAY - dt.timedelta(days=pipe.settings.lookback_days - 1)  # inside the look-back window
+
+    def calls(outcomes) -> int:
+        return sum(o.metadata["fetched_transactions"]["api_calls"] for o in outcomes)
+
+    assert calls(pipe.run(first, YESTERDAY, [key])) >= 1  # never fetched: the bank
+    again = pipe.run(first, YESTERDAY, [key])
+    assert calls(again) == 0 and again[0].metadata["fetched_transactions"]["replayed_days"] == pipe.settings.lookback_days
+    assert calls(pipe.run(first, YESTERDAY, [key], extra_tags={SENSOR_TAG: "webhook_events_sensor"})) >= 1
+    truth = pipe.truth(first, YESTERDAY)[pipe.provider_id(key)]
+    assert pipe.ledger_totals(first, YESTERDAY)[pipe.provider_id(key)] == expected_totals({"a": truth})["a"]
+
+    import dataclasses
+
+    pipe.settings = dataclasses.replace(pipe.settings, refetch_after_hours=0)
+    assert calls(pipe.run(first, YESTERDAY, [key])) >= 1

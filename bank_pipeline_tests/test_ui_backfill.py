@@ -9,9 +9,11 @@ The simulator enforces the bank's 4-unattended-calls-a-day rule throughout.
 The user connects with `bank-pipeline connect`, which imports the account's history as attended
 calls, so the backfill's days have landed before it starts. Required:
 - a backfill over settled, landed days replays them from the raw store with 0 bank calls;
-- an account whose fetch fails marks its partitions FAILED in the instance (not missing), and
-  the ledger checks of its runs, which never ran, are not shown as failed: the daemon runs them
-  alone afterwards (`ledger_checks_after_failure_sensor`).
+- a year from the UI right after the demo lands the same day: every run succeeds, no bank call;
+- an account whose fetch fails marks FAILED (not missing) exactly the partitions not in the
+  ledger; the days already in it stay materialized; the ledger checks of its runs, which never
+  ran, are not shown as failed: the daemon runs them alone afterwards
+  (`ledger_checks_after_failure_sensor`).
 """
 
 from __future__ import annotations
@@ -117,27 +119,34 @@ def test_backfill_from_the_ui_over_landed_history_makes_no_bank_call_and_lands_e
     assert stats["data_api_calls"] == 0, f"the backfill called the bank: {stats['paths']}"
 
 
-def test_partitions_that_cannot_be_fetched_show_as_failed_in_the_ui(session):
+def test_a_run_that_cannot_fetch_fails_only_the_days_not_in_the_ledger(session):
     pipe, gql = session.pipe, session.gql
-    # Days still inside the look-back window are re-read from the bank; the consent is gone.
-    first, last = TODAY - dt.timedelta(days=3), TODAY - dt.timedelta(days=1)
-    keys = session.keys(first, last)
+    # The backfill reaches five days before the history connect imported: those need the bank,
+    # and the consent is gone. The days connect landed are in the ledger and must stay green.
+    landed_first = TODAY - dt.timedelta(days=HISTORY_DAYS - 1)
+    first, last = landed_first - dt.timedelta(days=5), TODAY - dt.timedelta(days=1)
+    missing = session.keys(first, landed_first - dt.timedelta(days=1))
+    landed = session.keys(landed_first, last)
     before = pipe.ledger_rows()
     pipe.sim_admin("POST", "consent/expire", json={"user": "alice"})
 
-    result = session.backfill(keys)
+    result = session.backfill(missing + landed)
 
     assert result.status in TERMINAL_BACKFILL_STATUSES
     assert result.runs and all(run.status == "FAILURE" for run in result.runs), result.run_statuses
-    # [failures in plain sight] FAILED in the instance, for every asset: not missing, not materialized.
     for asset in TRANSACTION_ASSETS:
-        statuses = gql.status_of(asset, keys)
+        # The days the bank could not serve: FAILED in the instance, for every asset (not missing).
+        statuses = gql.status_of(asset, missing)
         wrong = {k: s for k, s in statuses.items() if s != FAILED}
-        assert not wrong, f"{asset}: {len(wrong)} of {len(keys)} partitions not FAILED, e.g. {list(wrong.items())[:3]}"
+        assert not wrong, f"{asset}: {len(wrong)} of {len(missing)} partitions not FAILED, e.g. {list(wrong.items())[:3]}"
+        # The days already in the ledger: still materialized, though the runs over them failed.
+        statuses = gql.status_of(asset, landed)
+        wrong = {k: s for k, s in statuses.items() if s != MATERIALIZED}
+        assert not wrong, f"{asset}: {len(wrong)} of {len(landed)} landed partitions turned {list(wrong.items())[:3]}"
     # Nothing that had landed was lost or duplicated.
     assert pipe.ledger_rows() == before
-    # [checks of a run that failed before them are not shown as failed] Each failed run
-    # is followed by a `ledger_checks` run over its partitions, launched by the daemon's sensor.
+    # Checks of a run that failed before them are not shown as failed: the daemon's sensor runs
+    # `ledger_checks` alone over each failed run's partitions.
     checks_runs = [
         gql.wait_for_runs({CHECKS_AFTER_TAG: run.run_id}, 1, timeout=BACKFILL_TIMEOUT, alive=session.services.check_alive)
         for run in result.runs
@@ -146,6 +155,53 @@ def test_partitions_that_cannot_be_fetched_show_as_failed_in_the_ui(session):
     views = gql.asset_checks("loaded_transactions")
     assert set(views) == {"no_duplicate_transactions", "running_balances_continuous", "quarantine_explained"}
     for view in views.values():
-        assert view.latest_status == "SUCCEEDED" and view.latest_run_id in {r[0].run_id for r in checks_runs}, view
-        shown = {key: view.partitions.get(key) for key in keys}
-        assert shown == dict.fromkeys(keys, "SUCCEEDED"), (view.name, shown)
+        shown = {key: view.partitions.get(key) for key in missing + landed}
+        assert shown == dict.fromkeys(missing + landed, "SUCCEEDED"), (view.name, {k: s for k, s in shown.items() if s != "SUCCEEDED"})
+
+
+@pytest.fixture
+def newcomer(db_url, simulator_factory, dagster_services_factory, tmp_path):
+    """A newcomer right after the demo: the bank's default limits (4 unattended calls a day), the
+    history the demo lands (connect's default, two years) imported through the instance the UI shows."""
+    sim = simulator_factory(
+        SimulatorConfig(seed=42, today=TODAY, faults=FaultConfig(unattended_limit=4, sca_window_minutes=5))
+    )
+    settings = settings_for(db_url, sim, tmp_path / "home")
+    services = dagster_services_factory(settings, storage="sqlite" if db_url.startswith("sqlite") else "postgres")
+    gql = DagsterGraphQL(services.url)
+    connect_user(settings, "alice", dagster_home=services.dagster_home)  # default history, as the demo
+    with services.instance() as instance:
+        pipe = Pipeline.attach(settings, sim, instance, "alice")
+        gql.wait_until_idle(timeout=BACKFILL_TIMEOUT, settle=5, alive=services.check_alive)
+        yield UserSession(pipe, services, gql)
+
+
+def test_a_year_from_the_ui_right_after_the_demo_lands_the_same_day(newcomer):
+    pipe, gql = newcomer.pipe, newcomer.gql
+    # The last 365 days, today's partition included, over every account, from the Partitions tab.
+    first = TODAY - dt.timedelta(days=364)
+    keys = newcomer.keys(first, TODAY)
+    pipe.sim_admin("POST", "stats/reset")
+
+    result = newcomer.backfill(keys)
+
+    assert result.status == "COMPLETED_SUCCESS", result.run_statuses
+    assert result.runs and all(run.status == "SUCCESS" for run in result.runs), result.run_statuses
+    for asset in TRANSACTION_ASSETS:
+        statuses = gql.status_of(asset, keys)
+        assert not [k for k, s in statuses.items() if s == FAILED], asset
+        wrong = {k: s for k, s in statuses.items() if s != MATERIALIZED}
+        assert not wrong, f"{asset}: {len(wrong)} of {len(keys)} not materialized, e.g. {list(wrong.items())[:3]}"
+    assert pipe.ledger_totals(first, TODAY - dt.timedelta(days=1)) == expected_totals(
+        pipe.truth(first, TODAY - dt.timedelta(days=1))
+    )
+    # The look-back days had just been fetched (attended, by the demo): not asked again.
+    stats = pipe.sim_admin("GET", "stats").json()
+    assert not stats["statuses"].get("429") and not stats["statuses"].get(429), stats["statuses"]
+    assert stats["data_api_calls"] == 0, f"the backfill called the bank: {stats['paths']}"
+    # A check result for every landed day: connect's history runs and the backfill's.
+    for view in gql.asset_checks("loaded_transactions").values():
+        history = newcomer.keys(TODAY - dt.timedelta(days=729), TODAY)
+        shown = {key: view.partitions.get(key) for key in history}
+        assert shown == dict.fromkeys(history, "SUCCEEDED"), (
+            view.name, len([k for k, s in shown.items() if s != "SUCCEEDED"]), list(shown.items())[:2])

@@ -39,8 +39,19 @@ def _connect_cmd(args: argparse.Namespace) -> int:
         response_mode="form_post" if args.form_post else None,
         assume_simulator=args.simulator,
     )
-    from bank_pipeline.history import history_window, import_history, land_history, land_mandates
+    from bank_pipeline.history import (
+        history_window,
+        import_history,
+        land_history,
+        land_mandates,
+        record_partitions_start,
+    )
 
+    engine = open_database(settings.database_url)
+    try:
+        record_partitions_start(settings, engine)
+    finally:
+        engine.dispose()
     print("Fetching direct debits and standing orders while you are here (attended calls):")
     land_mandates(settings, result.connection_id, result.accounts)
     if args.history_days == 0:

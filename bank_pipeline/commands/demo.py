@@ -22,14 +22,14 @@ def _demo(args) -> int:
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
-        "demo", help="start the simulator, connect a mock user, backfill 90 days through Dagster, summarise"
+        "demo", help="start the simulator, connect a mock user, land and import its history through Dagster, summarise"
     )
     parser.add_argument("--user", default="alice", help="simulator mock user (default: alice)")
     parser.add_argument(
         "--days",
         type=int_between(1, 3650, "a day count"),
-        default=90,
-        help="days to backfill, ending yesterday (default: 90)",
+        default=None,
+        help="days of history, ending today (default: BANK_PIPELINE_HISTORY_DAYS, 730, as connect)",
     )
     parser.add_argument(
         "--seed", type=int_between(0, 2**63 - 1, "a seed"), default=42, help="simulator seed (default: 42)"

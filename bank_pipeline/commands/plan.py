@@ -99,6 +99,7 @@ def run(args: argparse.Namespace) -> int:
         unattended_budget=settings.unattended_daily_budget,
         backfill_reserve=settings.backfill_reserve,
         lookback_days=settings.lookback_days,
+        refetch_after_hours=settings.refetch_after_hours,
         today=today,
     )
     print(format_plan(plan))

@@ -22,6 +22,10 @@ def register(subparsers) -> None:
         help="run the local TrueLayer simulator (auth server + Data API v1)",
         description="Serve a local simulator of TrueLayer's auth server and Data API v1 with synthetic, "
         "deterministic data. Mock users: alice, bob, multi-N (N = 1..1000).",
+        epilog="Make it send a signed webhook (as TrueLayer does when transactions are available) to "
+        "`bank-pipeline webhook-server`: curl -X POST http://127.0.0.1:8710/_sim/webhooks/send -d "
+        "'{\"url\": \"http://127.0.0.1:8720/webhooks/truelayer\", \"user\": \"alice\"}' "
+        "(optional: account_id, from, to, type). See docs/simulator.md.",
     )
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument(
@@ -111,6 +115,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"  client id: {config.client_id}   client secret: {config.client_secret}", flush=True)
         print(f"  mock users: alice, bob, multi-N (N=1..1000)   state file: {config.state_file}", flush=True)
         print(f"  admin: {base_url}/_sim/ground_truth?user=alice, /_sim/stats, /_sim/faults", flush=True)
+        print(f"  send a webhook: POST {base_url}/_sim/webhooks/send "
+              '{"url": "http://127.0.0.1:8720/webhooks/truelayer", "user": "alice"}', flush=True)
 
     serve_forever(config, args.host, port, on_ready=ready)
     return 0

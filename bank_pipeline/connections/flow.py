@@ -24,7 +24,7 @@ from bank_pipeline.crypto import TokenCipher
 from bank_pipeline.db import make_engine, write_transaction
 from bank_pipeline.display import escaped
 from bank_pipeline.errors import BankPipelineError
-from bank_pipeline.truelayer.auth import AuthClient, build_auth_link
+from bank_pipeline.truelayer.auth import AuthClient, auth_server_unreachable, build_auth_link
 from bank_pipeline.truelayer.client import DataClient
 
 
@@ -49,6 +49,9 @@ def connect(
 ) -> ConnectResult:
     """The whole connect flow. Returns the new connection's id and its accounts (rows as dicts)."""
     check_simulator_user(settings, simulator_user, assume_simulator)
+    unreachable = auth_server_unreachable(settings.auth_url)
+    if unreachable:
+        raise BankPipelineError(unreachable)
     engine = make_engine(settings.database_url)  # migrated by its owner (the CLI command, the demo)
     try:
         cipher = TokenCipher.from_settings(settings)

@@ -263,7 +263,7 @@ def enrich_account_days(
     stats.cost_usd = t.cost_usd
     stats.batch_api_cost = t.batch_api_cost_usd
     _savings(model, stats)
-    log.info("enrichment run %s: %s", run_id, stats.as_metadata())
+    log.debug("enrichment run %s: %s", run_id, stats.as_metadata())
     return stats
 
 

@@ -18,6 +18,7 @@ from sqlalchemy import Connection
 from bank_pipeline.db import write_transaction
 from bank_pipeline.db.dialect import chunks, insert, is_postgres
 from bank_pipeline.db.schema import raw_fetches
+from bank_pipeline.timestamps import aware
 
 __all__ = ["chunks", "is_postgres", "write_transaction"]  # re-exported for the stages
 
@@ -129,6 +130,16 @@ def latest_booked_fetches(conn: Connection, account_id: int, days: list[dt.date]
             if start <= day <= end:
                 latest[day] = fid
     return latest
+
+
+def fresh_fetches(conn: Connection, fetch_ids: set[int], since: dt.datetime) -> set[int]:
+    """Which of `fetch_ids` landed at or after `since`."""
+    if not fetch_ids:
+        return set()
+    rows = conn.execute(
+        sa.select(raw_fetches.c.id, raw_fetches.c.fetched_at).where(raw_fetches.c.id.in_(sorted(fetch_ids)))
+    ).all()
+    return {fid for fid, at in rows if aware(at) >= since}
 
 
 def latest_pending_fetch(conn: Connection, account_id: int) -> int | None:

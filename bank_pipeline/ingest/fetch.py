@@ -21,6 +21,7 @@ from bank_pipeline.errors import BankPipelineError
 from bank_pipeline.ingest._db import (
     as_days,
     bulk_insert,
+    fresh_fetches,
     latest_booked_fetches,
     latest_pending_fetch,
     write_transaction,
@@ -124,14 +125,30 @@ class FetchDeferred(BankPipelineError):
         self.resets_at = resets_at
 
 
+def fresh_since(refetch_after_hours: int) -> dt.datetime | None:
+    """Fetches that landed at or after this instant are recent enough to replay (None: never)."""
+    from bank_pipeline import clock
+
+    return clock.now() - dt.timedelta(hours=refetch_after_hours) if refetch_after_hours > 0 else None
+
+
 def days_to_fetch(
-    engine: Engine, account_id: int, days: list[dt.date], *, mode: str, settled_before: dt.date | None
+    engine: Engine,
+    account_id: int,
+    days: list[dt.date],
+    *,
+    mode: str,
+    settled_before: dt.date | None,
+    fresh_since: dt.datetime | None = None,
 ) -> list[dt.date]:
     """The days that need the bank; the others are replayed from the raw store (0 calls).
 
     `auto`: a settled day (before `settled_before`, outside the look-back window where late postings
-    still arrive) already covered by a landed fetch is replayed. `landed`: every covered day is
-    replayed (e.g. right after connect-time history landed). `refetch`: everything is fetched.
+    still arrive) already covered by a landed fetch is replayed, and so is a look-back day whose
+    latest fetch landed at or after `fresh_since` (attended or not): the bank has just answered for
+    it, and asking again minutes later would spend the day's unattended calls on the same days.
+    `landed`: every covered day is replayed (e.g. right after connect-time history landed).
+    `refetch`: everything is fetched.
     """
     if mode not in FETCH_MODES:
         raise BankPipelineError(f"fetch mode must be one of {', '.join(FETCH_MODES)}, got {mode!r}")
@@ -139,9 +156,13 @@ def days_to_fetch(
         return days
     with engine.connect() as conn:
         covered = latest_booked_fetches(conn, account_id, days)
+        fresh = fresh_fetches(conn, set(covered.values()), fresh_since) if fresh_since is not None else set()
     if mode == "landed":
         return [d for d in days if d not in covered]
-    return [d for d in days if d not in covered or settled_before is None or d >= settled_before]
+    return [
+        d for d in days
+        if d not in covered or (covered[d] not in fresh and (settled_before is None or d >= settled_before))
+    ]
 
 
 def has_landed_pending(engine: Engine, account_id: int) -> bool:
@@ -163,6 +184,7 @@ def fetch_account_days(
     today: dt.date | None = None,
     mode: str = "refetch",
     settled_before: dt.date | None = None,
+    fresh_since: dt.datetime | None = None,
 ) -> FetchStats:
     """Fetch and land `account`'s transactions for `days` (one call per window).
 
@@ -183,7 +205,7 @@ def fetch_account_days(
     stats = FetchStats()
     if not days:
         return stats
-    wanted = days_to_fetch(engine, account_id, days, mode=mode, settled_before=settled_before)
+    wanted = days_to_fetch(engine, account_id, days, mode=mode, settled_before=settled_before, fresh_since=fresh_since)
     stats.replayed_days = len(days) - len(wanted)
     stats.ranges = len(coalesce_days(wanted))
     unattended = not getattr(client, "psu_ip", None)

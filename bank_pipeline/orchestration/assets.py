@@ -194,13 +194,14 @@ def run_per_account(
         days = grouped[key]
         for name, value in stats.as_metadata().items():
             totals[name] += value
-        context.log.info(f"{stage} {key}: {len(days)} day(s) {stats.as_metadata()}")
+        context.log.debug(f"{stage} {key}: {len(days)} day(s) {stats.as_metadata()}")
         if per_day is not None and per_partition:
             for day, figures in per_day(accounts[key], days).items():
                 context.add_asset_metadata(figures, partition_key=partition_key(key, day))
     imported = len(held) - len(failures.keys() & set(held))
     if failures and (imported == 0 or not _carries_on_past_failures(context)):
         detail = "; ".join(f"{key}: {message}" for key, message in failures.items())
+        keep_landed(context, context.partition_keys, f"{stage} failed in this run: {detail}")
         raise dg.Failure(
             description=f"{stage} failed for {len(failures)} of {len(grouped)} account(s): {detail}",
             metadata={"failed_accounts": dg.MetadataValue.json(failures)},
@@ -225,18 +226,44 @@ def run_per_account(
     return dg.MaterializeResult(metadata=metadata)
 
 
+def keep_landed(context: dg.AssetExecutionContext, partition_keys: list[str], reason: str) -> int:
+    """Keep green what a failing step cannot change: for this asset and the run's later stages, a
+    partition materialized before this run (its days are in the ledger) gets a materialization
+    saying so, so Dagster does not show it failed. Only days not in the ledger show as failed.
+    Returns the materializations logged."""
+    order = [asset.key for asset in transaction_assets]
+    selection = set(context.run.asset_selection or order)
+    later = [key for key in order[order.index(context.asset_key):] if key in selection]
+    wanted = {str(key) for key in partition_keys}
+    logged = 0
+    for asset_key in later:
+        landed = wanted & set(context.instance.get_materialized_partitions(asset_key))
+        for key in sorted(landed):
+            context.log_event(dg.AssetMaterialization(
+                asset_key=asset_key, partition=key,
+                metadata={"kept": f"already in the ledger; not changed by this run ({reason})"[:500]}))
+            logged += 1
+    if logged:
+        context.log.info(f"{logged} partition(s) already in the ledger stay materialized")
+    return logged
+
+
 def _fetch_options(context: dg.AssetExecutionContext, truelayer: TrueLayerResource) -> dict:
     """How this run treats landed days and the budget, from its tags.
 
     Scheduled and sensor runs are the daily import: they may spend the whole unattended budget.
     Any other run (a UI backfill, `bank-pipeline import`) keeps `backfill_reserve` calls for it.
+    A look-back day fetched within `refetch_after_hours` is replayed, except in a webhook's run:
+    the bank just said that something changed.
     """
+    from bank_pipeline.ingest.fetch import fresh_since
+
     tags = context.run.tags
     daily = SCHEDULE_TAG in tags or SENSOR_TAG in tags
-    today = clock.today_in(truelayer.timezone)
     return dict(
         mode=tags.get(FETCH_MODE_TAG, "auto"),
-        settled_before=today - dt.timedelta(days=truelayer.lookback_days),
+        settled_before=clock.today_in(truelayer.timezone) - dt.timedelta(days=truelayer.lookback_days),
+        fresh_since=None if SENSOR_TAG in tags else fresh_since(truelayer.refetch_after_hours),
         budget_keep=0 if daily else truelayer.backfill_reserve,
     )
 
@@ -354,8 +381,15 @@ def enriched_transactions(
     metadata = {f"run_{name}": value for name, value in stats.as_metadata().items()}
     metadata.update(run_accounts=len(grouped), run_seconds=round(time.perf_counter() - started, 3))
     if failed:
-        context.log.info(f"enrich: {len(wanted)} account(s) enriched {metadata}")
+        context.log.debug(f"enrich: {len(wanted)} account(s) enriched {metadata}")
         detail = "; ".join(f"{key}: {message}" for key, message in failed.items())
+        # The accounts this run imported are in the ledger, enriched: their days stay green.
+        for key, days in wanted.items():
+            for day in days:
+                context.log_event(dg.AssetMaterialization(
+                    asset_key=context.asset_key, partition=partition_key(key, day), metadata=metadata))
+        failed_keys = [partition_key(key, day) for key in failed for day in grouped[key]]
+        keep_landed(context, failed_keys, f"the import failed in this run: {detail}")
         raise dg.Failure(
             description=f"the import failed for {len(failed)} of {len(grouped)} account(s) (the others "
             f"were imported): {detail}",

@@ -67,6 +67,8 @@ class TrueLayerResource(dg.ConfigurableResource):
     backfill_reserve: int = 2
     # Days before today whose late postings are still expected: re-read even if already landed.
     lookback_days: int = 3
+    # A look-back day fetched this recently (attended or not) is replayed, not asked again.
+    refetch_after_hours: int = 6
     timezone: str = "Europe/London"
     # Accounts whose bank calls a run's fetch step makes at once (threads).
     fetch_concurrency: int = 8
@@ -173,6 +175,7 @@ def default_resources(settings: Settings | None = None) -> dict[str, dg.Configur
             unattended_daily_budget=settings.unattended_daily_budget,
             backfill_reserve=settings.backfill_reserve,
             lookback_days=settings.lookback_days,
+            refetch_after_hours=settings.refetch_after_hours,
             timezone=settings.timezone,
             fetch_concurrency=settings.fetch_concurrency,
             accounts_per_run=settings.accounts_per_run,

@@ -78,6 +78,17 @@ def build_auth_link(
     return f"{auth_url.rstrip('/')}/?{urlencode(params, quote_via=quote, safe='')}"
 
 
+def auth_server_unreachable(auth_url: str, timeout: float = 5.0) -> str | None:
+    """Why the auth server cannot be reached (one line), or None when it answers at all: checked
+    before the link is shown, so `connect` does not wait minutes for a redirect that cannot come."""
+    try:
+        httpx.get(auth_url, timeout=timeout)
+    except httpx.HTTPError as exc:
+        reason = type(exc).__name__ if not str(exc) else str(exc).splitlines()[0]
+        return f"the TrueLayer auth server at {auth_url} is unreachable ({reason}); check TRUELAYER_AUTH_URL, or start the simulator: bank-pipeline simulator"
+    return None
+
+
 def _tokenset(data: object, path: str, previous_refresh: str | None = None) -> TokenSet:
     if not isinstance(data, dict) or not isinstance(data.get("access_token"), str):
         raise MalformedResponse(
