@@ -33,8 +33,7 @@ test-later: install
 
 ui: install
 	$(BIN)/bank-pipeline db upgrade
-	env DAGSTER_HOME=$(CURDIR) $$($(BIN)/python -m bank_pipeline.orchestration.tuning) \
-		$(BIN)/dg dev -w workspace.yaml
+	env $$($(BIN)/python -m bank_pipeline.orchestration.instance) $(BIN)/dg dev -w workspace.yaml
 
 bench: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m bank_pipeline_tests.bench

@@ -8,8 +8,11 @@ planned events, one connection and insert each, before the run's first step star
 
 What: consecutive asset events of one run go in one insert (chunks of `BATCH_ROWS`), their tags in
 one more, and the asset index is updated once per asset with its last event — what writing them one
-by one leaves there, since each event overwrites the previous one's values. Everything else goes to
-the storage's own code. The mixin sits in front of Dagster's SQLite and PostgreSQL event logs
+by one leaves there, since each event overwrites the previous one's values. A partitioned check's
+"planned" event (one per check and run, naming every partition of the run) is stored once per
+partition, as Dagster does, but serialized once: Dagster serializes the whole event again for each
+partition, so a run over N partitions cost N² (a connect's two years of one account: 45 of its
+114 s in a profile). Everything else goes to the storage's own code. The mixin sits in front of Dagster's SQLite and PostgreSQL event logs
 (sqlite_storage.py, postgres_storage.py); each says how rows reach its index shard.
 """
 
@@ -20,7 +23,10 @@ import itertools
 import sqlalchemy as sa
 from dagster import DagsterEventType
 from dagster._core.event_api import EventLogEntry
+from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus
 from dagster._core.storage.event_log import SqlEventLogStorageTable
+from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+from dagster_shared.serdes import serialize_value
 
 BATCHED_EVENT_TYPES = {
     DagsterEventType.ASSET_MATERIALIZATION,
@@ -78,3 +84,20 @@ class BatchedAssetEvents:
         """Insert the rows where the storage keeps them; their ids in the index, in insert order."""
         # Rows are numbered in the order they are inserted; RETURNING's order is not promised.
         return sorted(int(row[0]) for row in index.execute(statement.returning(SqlEventLogStorageTable.c.id)))
+
+    def _store_asset_check_evaluation_planned(self, event: EventLogEntry, event_id: int | None) -> None:
+        """Dagster's rows (one per partition of the run, or one without a partition), the event
+        serialized once for all of them, written in one executemany."""
+        planned = event.get_dagster_event().event_specific_data
+        keys = planned.partitions_subset.get_partition_keys() if planned.partitions_subset else [None]
+        common = {
+            "asset_key": planned.asset_key.to_string(),
+            "check_name": planned.check_name,
+            "run_id": event.run_id,
+            "execution_status": AssetCheckExecutionRecordStatus.PLANNED.value,
+            "evaluation_event": serialize_value(event),
+            "evaluation_event_timestamp": self._event_insert_timestamp(event),
+            "evaluation_event_storage_id": event_id,
+        }
+        with self.index_connection() as conn:
+            conn.execute(AssetCheckExecutionsTable.insert(), [{**common, "partition": key} for key in keys])

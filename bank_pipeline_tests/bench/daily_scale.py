@@ -264,11 +264,9 @@ def _report(tick: Tick) -> float:
 
 
 def _max_concurrent_runs() -> int:
-    import yaml
+    from bank_pipeline.orchestration.instance import packaged_config
 
-    from bank_pipeline_tests.dagster_services import REPO_ROOT
-
-    return yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["max_concurrent_runs"]
+    return packaged_config()["concurrency"]["runs"]["max_concurrent_runs"]
 
 
 def _run_daemon(args) -> None:
