@@ -72,3 +72,23 @@ def events_written_one_by_one(monkeypatch, storage_class: type) -> list:
 
     monkeypatch.setattr(storage_class, "store_event", store_event)
     return seen
+
+
+def planned_check_partitions(instance: dg.DagsterInstance) -> list[tuple[str, list[str]]]:
+    """Each planned check row's partition and the partitions its stored event names."""
+    import sqlalchemy as sa
+    from dagster._core.storage.event_log.schema import AssetCheckExecutionsTable
+    from dagster_shared.serdes import deserialize_value
+
+    table = AssetCheckExecutionsTable
+    with instance.event_log_storage.index_connection() as conn:
+        rows = conn.execute(
+            sa.select(table.c.partition, table.c.evaluation_event).where(
+                table.c.execution_status == "PLANNED", table.c.partition.is_not(None)
+            )
+        ).all()
+    named = []
+    for partition, stored in rows:
+        subset = deserialize_value(stored, dg.EventLogEntry).get_dagster_event().event_specific_data.partitions_subset
+        named.append((partition, sorted(subset.get_partition_keys())))
+    return sorted(named)

@@ -23,7 +23,11 @@ from bank_pipeline.orchestration.sqlite_storage import (
     TunedSqliteRunStorage,
     TunedSqliteScheduleStorage,
 )
-from bank_pipeline_tests.event_log_support import event_log_outcome, events_written_one_by_one
+from bank_pipeline_tests.event_log_support import (
+    event_log_outcome,
+    events_written_one_by_one,
+    planned_check_partitions,
+)
 
 NORMAL = 1  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL (SQLite's default), 3 EXTRA
 PARTITIONS = dg.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)])
@@ -188,6 +192,7 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
                 outcomes[name] = event_log_outcome(instance)
+                planned = planned_check_partitions(instance)
         else:
             with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
                 assert not isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
@@ -201,3 +206,6 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
     # ...and the tuned storage wrote none of the planned events or materializations one by one.
     batched = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
     assert one_by_one and not [t for t in one_by_one if t in batched]
+    # A partitioned check's planned rows: one per partition, each naming its own partition only
+    # (Dagster's stores the whole run's partitions on every row: N² for a run over N partitions).
+    assert len(planned) == 10 and all(named == [partition] for partition, named in planned), planned
