@@ -12,7 +12,7 @@ by one leaves there, since each event overwrites the previous one's values. A pa
 "planned" event (one per check and run, naming every partition of the run) gets a row per
 partition, as Dagster gives it, but each row's copy of the event names only its own partition:
 Dagster stores (and serializes) the whole event again on every row, so a run over N partitions
-cost N² (a connect's two years of one account: 45 of its 114 s in a profile, and 70 MB of rows
+cost N² (a connect's two years of one account: 45 of its 114 s in a profile, and ~46 MB of rows
 per run). The event log itself keeps the whole event, once. Everything else goes to the storage's
 own code. The mixin sits in front of Dagster's SQLite and PostgreSQL event logs
 (sqlite_storage.py, postgres_storage.py); each says how rows reach its index shard.
