@@ -39,8 +39,7 @@ test-later: install
 # The Dagster UI on the demo's data (run the simulator too, for new imports).
 ui: install
 	$(BIN)/bank-pipeline db upgrade
-	env DAGSTER_HOME=$(CURDIR) $$($(BIN)/python -m bank_pipeline.orchestration.tuning) \
-		$(BIN)/dg dev -w workspace.yaml
+	env $$($(BIN)/python -m bank_pipeline.orchestration.instance) $(BIN)/dg dev -w workspace.yaml
 
 bench: install
 	BANK_PIPELINE_TEST_POSTGRES_URL=$(TEST_POSTGRES_URL) $(BIN)/python -m bank_pipeline_tests.bench

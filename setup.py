@@ -21,6 +21,7 @@ setup(
         "bank_pipeline.db.migrations": ["script.py.mako"],
         "bank_pipeline.enrich.data": ["*.json", "*.LICENSE.md"],
         "bank_pipeline.ingest.data": ["*.txt"],
+        "bank_pipeline.orchestration": ["dagster.yaml"],  # the instance configuration (instance.py)
     },
     install_requires=[
         "dagster>=1.13,<1.14",

@@ -6,7 +6,8 @@ cd "$(dirname "$0")/.."
 BIN=.venv/bin
 work=$(mktemp -d)
 export BANK_PIPELINE_HOME="$work/home" DAGSTER_HOME="$work/dagster"
-mkdir -p "$DAGSTER_HOME" && touch "$DAGSTER_HOME/dagster.yaml"
+# The configured instance (the packaged dagster.yaml written into DAGSTER_HOME), as `make ui` does.
+export $($BIN/python -m bank_pipeline.orchestration.instance)
 port=$($BIN/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")
 export TRUELAYER_AUTH_URL="http://127.0.0.1:$port" TRUELAYER_DATA_URL="http://127.0.0.1:$port/data/v1"
 export TRUELAYER_REDIRECT_URI="http://127.0.0.1:$($BIN/python -c "import socket; s=socket.socket(); s.bind(('127.0.0.1',0)); print(s.getsockname()[1])")/callback"

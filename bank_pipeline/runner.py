@@ -8,7 +8,6 @@ range (the same shape a single-run backfill or the daily schedule produces).
 from __future__ import annotations
 
 import datetime as dt
-import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from dagster._core.storage.defs_state.base import set_defs_state_storage
 from bank_pipeline.config import Settings
 from bank_pipeline.errors import failure_line
 from bank_pipeline.orchestration.checks import LEDGER_CHECKS_JOB_NAME, checks_after_failure
+from bank_pipeline.orchestration.instance import prepare_dagster_home
 from bank_pipeline.orchestration.jobs import IMPORT_JOB_NAME
 from bank_pipeline.orchestration.partitions import range_tags, sync_account_partitions
 from bank_pipeline.orchestration.resources import default_resources
@@ -28,14 +28,9 @@ from bank_pipeline.truelayer.windows import split_windows
 
 
 def ensure_dagster_home(settings: Settings) -> Path:
-    """DAGSTER_HOME, defaulting to the repository root when run there (its dagster.yaml), else BANK_PIPELINE_HOME/dagster."""
-    if not os.environ.get("DAGSTER_HOME"):
-        cwd = Path.cwd()
-        home = cwd if (cwd / "dagster.yaml").exists() and (cwd / "workspace.yaml").exists() else settings.home / "dagster"
-        os.environ["DAGSTER_HOME"] = str(home)
-    home = Path(os.environ["DAGSTER_HOME"]).resolve()
-    home.mkdir(parents=True, exist_ok=True)
-    return home
+    """The configured instance directory (`orchestration/instance.py`: DAGSTER_HOME, else
+    BANK_PIPELINE_HOME/dagster), whatever the working directory; DAGSTER_HOME set to it."""
+    return prepare_dagster_home(settings.home)
 
 
 def import_job(settings: Settings, name: str = IMPORT_JOB_NAME) -> dg.JobDefinition:

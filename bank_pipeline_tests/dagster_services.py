@@ -88,21 +88,19 @@ def one_tick_cron(timezone: str, not_before_seconds: float = 75) -> tuple[str, d
 
 
 def instance_yaml(dagster_home: Path, storage: dict | None = None, overrides: dict | None = None) -> dict:
-    """The repository's dagster.yaml with every on-disk location moved into `dagster_home`.
+    """The packaged dagster.yaml with every on-disk location moved into `dagster_home`.
 
     `storage`: None keeps the repository's SQLite storages (in `dagster_home`); else storage sections
     (e.g. `postgres_dagster_database`'s).
     `overrides`: top-level keys replaced as given (e.g. a faster run queue for a benchmark).
     """
-    from bank_pipeline_tests.instance_support import STORAGE_KEYS, repo_storage_config
+    from bank_pipeline_tests.instance_support import STORAGE_KEYS, repo_instance_config, repo_storage_config
 
-    config = yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())
-    base = str(dagster_home / "storage")
+    config = repo_instance_config(dagster_home / "storage")
     for key in STORAGE_KEYS:
         config.pop(key, None)
     # SQLite: the repository's own storage classes (what a user runs), with their files moved here.
     config.update(copy.deepcopy(storage) if storage else repo_storage_config(dagster_home / "storage"))
-    config["local_artifact_storage"]["config"]["base_dir"] = base
     config["compute_logs"]["config"]["base_dir"] = str(dagster_home / "logs")
     config.update(copy.deepcopy(overrides or {}))
     return config

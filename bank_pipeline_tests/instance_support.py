@@ -1,8 +1,6 @@
-"""The repository's instance configs for tests and benches: dagster.yaml relocated under a
+"""The repository's instance configs for tests and benches: the packaged dagster.yaml placed in a
 temporary directory, deploy/postgres's storages pointed at a fresh database.
 
-The embedded default keeps Dagster's state under relative paths (`.bank_pipeline/dagster/...`),
-resolved against the working directory; tests and benches must not write into the checkout.
 Tests on dagster-postgres use the storage classes a deployment gets, not Dagster's defaults.
 """
 
@@ -18,25 +16,16 @@ from typing import Any
 import sqlalchemy as sa
 import yaml
 
-REPO_DAGSTER_YAML = Path(__file__).resolve().parents[1] / "dagster.yaml"
-DEPLOY_POSTGRES_YAML = REPO_DAGSTER_YAML.parent / "deploy" / "postgres" / "dagster.yaml"
+from bank_pipeline.orchestration.instance import instance_config
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEPLOY_POSTGRES_YAML = REPO_ROOT / "deploy" / "postgres" / "dagster.yaml"
 STORAGE_KEYS = ("storage", "run_storage", "event_log_storage", "schedule_storage")
 
 
 def repo_instance_config(under: Path) -> dict[str, Any]:
-    """The repo's dagster.yaml as a dict, every relative `base_dir` moved under `under`."""
-
-    def relocate(node: Any) -> Any:
-        if isinstance(node, dict):
-            return {
-                key: str(under / value) if key == "base_dir" and not Path(value).is_absolute() else relocate(value)
-                for key, value in node.items()
-            }
-        if isinstance(node, list):
-            return [relocate(item) for item in node]
-        return node
-
-    return relocate(yaml.safe_load(REPO_DAGSTER_YAML.read_text()))
+    """The packaged dagster.yaml as a dict, every relative `base_dir` placed under `under`."""
+    return instance_config(under)
 
 
 def repo_storage_config(under: Path) -> dict[str, Any]:

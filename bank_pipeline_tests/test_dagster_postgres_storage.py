@@ -13,16 +13,21 @@ import sqlalchemy as sa
 from dagster_postgres.event_log import PostgresEventLogStorage
 
 from bank_pipeline.orchestration.postgres_storage import BatchedPostgresEventLogStorage
-from bank_pipeline_tests.event_log_support import FAILING_DAYS, event_log_outcome, events_written_one_by_one
+from bank_pipeline_tests.event_log_support import (
+    FAILING_DAYS,
+    event_log_outcome,
+    events_written_one_by_one,
+    planned_check_partitions,
+)
 from bank_pipeline_tests.fixtures.dagster_postgres import fresh_dagster_database
 from bank_pipeline_tests.instance_support import postgres_storage_config
 
 pytestmark = pytest.mark.postgres
 
 
-def _outcome(tmp_path, name: str, overrides: dict, database: str) -> tuple[tuple, int, type, int]:
+def _outcome(tmp_path, name: str, overrides: dict, database: str) -> tuple[tuple, int, type, int, list]:
     """(what Dagster reads back, event-log rows, event-log class, PostgreSQL connections opened to
-    `database` meanwhile) for the two runs on a fresh instance."""
+    `database` meanwhile, the planned check rows' partitions) for the two runs on a fresh instance."""
     (tmp_path / name).mkdir()
     opened = []
 
@@ -38,7 +43,7 @@ def _outcome(tmp_path, name: str, overrides: dict, database: str) -> tuple[tuple
             sa.event.remove(sa.pool.Pool, "connect", on_connect)
         with instance.event_log_storage.index_connection() as conn:
             rows = conn.execute(sa.text("SELECT count(*) FROM event_logs")).scalar_one()
-        return outcome, rows, type(instance.event_log_storage), len(opened)
+        return outcome, rows, type(instance.event_log_storage), len(opened), planned_check_partitions(instance)
 
 
 def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monkeypatch):
@@ -46,9 +51,9 @@ def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monk
     monkeypatch.setenv("DAGSTER_EVENT_BATCH_SIZE", "1000")  # tuning.py: how every run process writes
     one_by_one = events_written_one_by_one(monkeypatch, BatchedPostgresEventLogStorage)
     with fresh_dagster_database() as stock_url, fresh_dagster_database() as batched_url:
-        stock, stock_rows, stock_class, stock_connections = _outcome(
+        stock, stock_rows, stock_class, stock_connections, stock_planned = _outcome(
             tmp_path, "stock", {"storage": {"postgres": {"postgres_url": stock_url}}}, sa.make_url(stock_url).database)
-        batched, batched_rows, batched_class, batched_connections = _outcome(
+        batched, batched_rows, batched_class, batched_connections, batched_planned = _outcome(
             tmp_path, "batched", postgres_storage_config(batched_url), sa.make_url(batched_url).database)
 
     assert (stock_class, batched_class) == (PostgresEventLogStorage, BatchedPostgresEventLogStorage)
@@ -62,6 +67,10 @@ def test_batched_event_log_reads_back_exactly_as_dagster_postgres(tmp_path, monk
     # ...and the batched storage wrote none of the planned events or materializations one by one.
     batched_types = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
     assert one_by_one and not [t for t in one_by_one if t in batched_types]
+    # A partitioned check's planned rows: the same partitions, each naming only its own (dagster-postgres
+    # stores the run's whole range on every row: N² for a run over N partitions).
+    assert [p for p, _ in batched_planned] == [p for p, _ in stock_planned] and len(batched_planned) == 10
+    assert all(named == [p] for p, named in batched_planned) and stock_planned[0][1] == [f"d0{i}" for i in range(6)]
     # Its connections are pooled (dagster-postgres opens one per statement outside the webserver);
     # the run and schedule storages stay dagster-postgres's own.
     assert batched_connections < stock_connections / 3, (batched_connections, stock_connections)

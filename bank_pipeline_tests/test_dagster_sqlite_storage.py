@@ -7,7 +7,6 @@ again: the bench `pipeline_backfill` prints what that costs).
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 import threading
 import time
@@ -18,13 +17,17 @@ import pytest
 import sqlalchemy as sa
 from dagster._core.events.log import EventLogEntry
 
+from bank_pipeline.orchestration.instance import prepare_dagster_home, write_instance_config
 from bank_pipeline.orchestration.sqlite_storage import (
     TunedSqliteEventLogStorage,
     TunedSqliteRunStorage,
     TunedSqliteScheduleStorage,
 )
-from bank_pipeline_tests.event_log_support import event_log_outcome, events_written_one_by_one
-from bank_pipeline_tests.instance_support import REPO_DAGSTER_YAML
+from bank_pipeline_tests.event_log_support import (
+    event_log_outcome,
+    events_written_one_by_one,
+    planned_check_partitions,
+)
 
 NORMAL = 1  # PRAGMA synchronous: 0 OFF, 1 NORMAL, 2 FULL (SQLite's default), 3 EXTRA
 PARTITIONS = dg.StaticPartitionsDefinition([f"p{i:03d}" for i in range(60)])
@@ -49,10 +52,9 @@ DEFS = dg.Definitions(
 
 @pytest.fixture
 def repo_instance(tmp_path, monkeypatch):
-    """A Dagster instance from the repo's dagster.yaml as-is, its relative paths under tmp_path."""
-    shutil.copy(REPO_DAGSTER_YAML, tmp_path / "dagster.yaml")
-    monkeypatch.chdir(tmp_path)  # dagster.yaml's base_dirs are relative to the working directory
+    """A Dagster instance on the packaged dagster.yaml, written into tmp_path as every entry point does."""
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    prepare_dagster_home()
     with dg.DagsterInstance.from_config(str(tmp_path)) as instance:
         yield instance
 
@@ -137,7 +139,7 @@ def test_a_run_on_the_repo_instance_commits_on_wal_normal_pooled_connections(rep
         assert pragmas(conn) == ("wal", NORMAL)
 
     # WAL is recorded in the files themselves, for any process that opens them.
-    files = sorted((tmp_path / ".bank_pipeline" / "dagster").rglob("*.db"))
+    files = sorted(tmp_path.rglob("*.db"))
     assert {f.name for f in files} == {"runs.db", "schedules.db", "index.db", f"{result.run_id}.db"}
     for file in files:
         raw = sqlite3.connect(file)
@@ -186,11 +188,11 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
         home.mkdir()
         overrides = {"storage": {"sqlite": {"base_dir": str(home / "storage")}}} if name == "stock" else None
         if name == "tuned":
-            shutil.copy(REPO_DAGSTER_YAML, home / "dagster.yaml")
-            monkeypatch.chdir(home)
+            write_instance_config(home)
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 assert isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
                 outcomes[name] = event_log_outcome(instance)
+                planned = planned_check_partitions(instance)
         else:
             with dg.instance_for_test(temp_dir=str(home), overrides=overrides) as instance:
                 assert not isinstance(instance.event_log_storage, TunedSqliteEventLogStorage)
@@ -204,3 +206,6 @@ def test_batched_event_writes_read_back_exactly_as_dagsters_own_sqlite_storage(t
     # ...and the tuned storage wrote none of the planned events or materializations one by one.
     batched = {dg.DagsterEventType.ASSET_MATERIALIZATION, dg.DagsterEventType.ASSET_MATERIALIZATION_PLANNED}
     assert one_by_one and not [t for t in one_by_one if t in batched]
+    # A partitioned check's planned rows: one per partition, each naming its own partition only
+    # (Dagster's stores the whole run's partitions on every row: N² for a run over N partitions).
+    assert len(planned) == 10 and all(named == [partition] for partition, named in planned), planned

@@ -194,11 +194,17 @@ def monthly_spending(context: dg.AssetExecutionContext, database: AppDatabase) -
 
 analytics_assets = [transfers, recurring_payments, monthly_spending]
 
+# On every analytics automation run: the run queue takes them one at a time (dagster.yaml's
+# tag_concurrency_limits) and after any import waiting beside them (Dagster's priority tag; the
+# default is 0), so analytics never hold back the imports they follow.
+ANALYTICS_RUN_TAGS = {"bank_pipeline/analytics": "automation", "dagster/priority": "-1"}
+
 analytics_automation = dg.AutomationConditionSensorDefinition(
     "analytics_automation",
     target=dg.AssetSelection.assets(transfers, recurring_payments, monthly_spending),
     default_status=dg.DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=60,
+    run_tags=ANALYTICS_RUN_TAGS,
     description="Pairs transfers again, detects recurring payments again and re-computes the account-months whose days were imported again "
     "(the assets' automation conditions).",
 )

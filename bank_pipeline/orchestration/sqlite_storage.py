@@ -40,7 +40,11 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 
 import sqlalchemy as sa
-from dagster._core.storage.event_log import SqliteEventLogStorage, SqlPollingEventWatcher
+from dagster._core.storage.event_log import (
+    SqlEventLogStorageTable,
+    SqliteEventLogStorage,
+    SqlPollingEventWatcher,
+)
 from dagster._core.storage.event_log.base import EventLogCursor
 from dagster._core.storage.event_log.sqlite.sqlite_event_log import INDEX_SHARD_NAME
 from dagster._core.storage.runs import SqliteRunStorage
@@ -96,11 +100,11 @@ class TunedSqliteEventLogStorage(BatchedAssetEvents, SqliteEventLogStorage):
     def index_connection(self) -> AbstractContextManager[sa.Connection]:
         return self._tuned_connection(INDEX_SHARD_NAME, super().index_connection)
 
-    def _insert_event_rows(self, index: sa.Connection, run_id: str, statement: sa.Insert) -> list[int]:
+    def _insert_event_rows(self, index: sa.Connection, run_id: str, rows: list[dict]) -> list[int]:
         # As Dagster's SQLite storage stores an asset event: in the run's shard, then in the index.
         with self.run_connection(run_id) as conn:
-            conn.execute(statement)
-        return super()._insert_event_rows(index, run_id, statement)
+            conn.execute(SqlEventLogStorageTable.insert(), rows)
+        return super()._insert_event_rows(index, run_id, rows)
 
     def _table_exists(self, table_name: str) -> bool:
         # Dagster's own answer opens a new engine.

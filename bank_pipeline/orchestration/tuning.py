@@ -10,7 +10,7 @@ only in a code comment; `bank_pipeline_tests/test_event_batching.py` fails when 
 
 Who sets it:
 - `make ui`: `dg dev` (webserver, daemon and the run processes they launch) gets
-  `python -m bank_pipeline.orchestration.tuning`'s `NAME=value` lines as its environment;
+  `python -m bank_pipeline.orchestration.instance`'s `NAME=value` pairs as its environment;
 - `bank_pipeline.runner.import_job` (CLI imports, history, demo, tests) before it creates runs;
 - a deployment: put the same variables in the run workers' environment.
 A value already in the environment wins. DAGSTER_EMIT_PARTITION_SUBSET_IN_PLANNED_EVENTS is not
@@ -31,7 +31,3 @@ def apply_event_log_defaults(environ: MutableMapping[str, str] = os.environ) -> 
     """Set the variables in `environ` (this process's by default) unless they are already set."""
     for name, value in EVENT_LOG_ENVIRONMENT.items():
         environ.setdefault(name, value)
-
-
-if __name__ == "__main__":  # `env $(python -m bank_pipeline.orchestration.tuning) dg dev …`
-    print(" ".join(f"{name}={value}" for name, value in EVENT_LOG_ENVIRONMENT.items()))

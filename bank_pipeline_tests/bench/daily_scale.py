@@ -264,11 +264,9 @@ def _report(tick: Tick) -> float:
 
 
 def _max_concurrent_runs() -> int:
-    import yaml
+    from bank_pipeline.orchestration.instance import packaged_config
 
-    from bank_pipeline_tests.dagster_services import REPO_ROOT
-
-    return yaml.safe_load((REPO_ROOT / "dagster.yaml").read_text())["concurrency"]["runs"]["max_concurrent_runs"]
+    return packaged_config()["concurrency"]["runs"]["max_concurrent_runs"]
 
 
 def _run_daemon(args) -> None:
@@ -302,10 +300,14 @@ def _run_daemon(args) -> None:
               f"min in {POPULATION:,} runs, linearly); {per_run} a run {cost:.2f}s ({grouped.accounts:,} accounts in "
               f"{grouped.wall / 60:.1f} min, {len(grouped.runs)} runs): {base_cost / cost:.1f}x less per account",
               flush=True)
-        if grouped.accounts == POPULATION:
-            ok = len(grouped.runs) <= 20 and grouped.wall <= 300
-            print(f"  target (≤ 20 runs, ≤ 5 min wall for {POPULATION:,} accounts): {'met' if ok else 'NOT met'}",
+        failed = [r for r in grouped.runs + grouped.other_runs if r.status != "SUCCESS"]
+        if failed:
+            print(f"  runs that did not succeed: {dict(Counter(r.status for r in failed))} (a target is never met over them)",
                   flush=True)
+        if grouped.accounts == POPULATION:
+            ok = len(grouped.runs) <= 20 and grouped.wall <= 300 and not failed
+            print(f"  target (≤ 20 runs, ≤ 5 min wall for {POPULATION:,} accounts, every run succeeded): "
+                  f"{'met' if ok else 'NOT met'}", flush=True)
 
 
 # --- the former form: the run requests executed in-process on SQLite, one after another ---------
