@@ -56,7 +56,7 @@ def test_connect_from_any_directory_runs_on_the_configured_instance(simulator, t
         assert isinstance(instance.run_storage, TunedSqliteRunStorage)
         assert isinstance(instance.schedule_storage, TunedSqliteScheduleStorage)
         assert not instance.telemetry_enabled
-        runs = instance.get_runs(dg.RunsFilter(tags={"bank_pipeline/trigger": "connect"}))
+        runs = instance.get_runs(dg.RunsFilter(job_name="import_transactions", tags={"bank_pipeline/trigger": "connect"}))
         assert len(runs) == 3 and {run.status for run in runs} == {dg.DagsterRunStatus.SUCCESS}
     for run in runs:  # each run's event log where the packaged configuration puts it
         assert (dagster_home / "history" / "runs" / f"{run.run_id}.db").exists()
