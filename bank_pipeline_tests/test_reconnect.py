@@ -48,7 +48,9 @@ def _renew(p, lines: list[str]):
 def test_reconnect_keeps_the_connection_keys_and_ledger_and_the_next_import_works(
     pipeline_factory, move_clock, fault, expected
 ):
-    p = pipeline_factory("alice")
+    # Every run asks the bank (none replays a day fetched minutes before), so the runs after the
+    # consent ended and after the renewal really use the connection's tokens.
+    p = pipeline_factory("alice", refetch_after_hours=0)
     cid = p.connection.connection_id
     p.run(DAY - dt.timedelta(days=5), DAY)
     ledger = p.ledger_rows()
