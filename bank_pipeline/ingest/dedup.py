@@ -1,6 +1,6 @@
 """Give each staged booked row a dedup key and mark it new or duplicate.
 
-Key order (why: docs/design.md, "Ids are not stable"), namespaced by account so ids from different accounts never collide:
+Key order (why: docs/design-notes.md, "Ids are not stable"), namespaced by account so ids from different accounts never collide:
 
     a<account_id>:n:<normalised_provider_transaction_id>   TrueLayer's stable id, when sent
     a<account_id>:p:<provider_transaction_id>              the bank's id, when sent
